@@ -25,6 +25,8 @@ def fail(msg:str, # the one-line message
     raise SystemExit(2)
 
 # %% ../nbs/00_data.ipynb #4904da65
+_UMASK = os.umask(0); os.umask(_UMASK)
+
 @contextmanager
 def atomic_open(path, # final file name
                 mode:str='wb', # `'wb'` or `'w'`
@@ -34,6 +36,7 @@ def atomic_open(path, # final file name
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)                # mkstemp makes 0600 files; give the usual permissions
         with os.fdopen(fd, mode, **({} if 'b' in mode else {'encoding':'utf-8', 'newline':''})) as f: yield f
         os.replace(tmp, path)
     except BaseException:

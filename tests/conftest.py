@@ -1,14 +1,17 @@
 "Shared fixtures: tiny real data made in temp dirs, and a helper to run the CLIs as a user would."
-import os, subprocess, sys
+import os, subprocess, sys, tempfile
 from pathlib import Path
 import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+EMPTY_TORCH_HOME = Path(tempfile.mkdtemp(prefix='torch_home_'))   # no cached ImageNet weights, whatever this machine has
+
 def run(*args, cwd=None, env=None, timeout=600):
     "Run `python -m ...args` and return the CompletedProcess (text mode)."
-    e = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND='Agg', **(env or {}))
+    e = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND='Agg', TORCH_HOME=str(EMPTY_TORCH_HOME))
+    e.update(env or {})
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
 
 def assert_one_line_error(p, *needles):
