@@ -6,6 +6,7 @@
 __all__ = ['VOCAB', 'MNIST_STATS', 'train_files', 'test_files', 'Shift', 'digit_tfms', 'mnist_dls', 'mnist_test_dl']
 
 # %% ../nbs/02_dataloaders.ipynb #79dc3bb4
+import mnist_fastai    # first: the package quiets a FutureWarning that fastai's imports raise
 import os
 from pathlib import Path
 import torch

@@ -7,6 +7,7 @@ __all__ = ['SCORE_COLS', 'load_model', 'predict_probs', 'write_submission', 'cou
            'accuracy_of', 'record_score', 'leaderboard', 'plot_confusion', 'plot_mistakes', 'predict', 'main']
 
 # %% ../nbs/04_predict.ipynb #cfaf8351
+import mnist_fastai    # first: the package quiets a FutureWarning that fastai's imports raise
 import json, os, sys, time, warnings, zipfile
 from pathlib import Path
 import numpy as np

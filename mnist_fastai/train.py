@@ -7,6 +7,7 @@ __all__ = ['tv_arch', 'cached_weights', 'find_weights', 'load_state', 'Arch', 'K
            'Checkpoint', 'mnist_learner', 'train_plan', 'plot_history', 'train', 'main']
 
 # %% ../nbs/03_train.ipynb #388e29a3
+import mnist_fastai    # first: the package quiets a FutureWarning that fastai's imports raise
 import os, random, sys, time
 from functools import partial
 from pathlib import Path
@@ -14,7 +15,7 @@ import numpy as np
 import torch, torchvision
 import matplotlib
 import matplotlib.pyplot as plt
-from fastai.vision.all import (vision_learner, accuracy, Callback, SaveModelCallback, set_seed, default_device,
+from fastai.vision.all import (vision_learner, accuracy, Callback, SaveModelCallback, TrackerCallback, set_seed, default_device,
     model_meta, ProgressCallback, noop)
 from fastai.vision.learner import _default_meta
 from fastcore.script import call_parse, Param, store_true
@@ -88,8 +89,10 @@ class KeepBest(SaveModelCallback):
     def before_fit(self):
         super().before_fit()
         if self.resume_best is not None: self.best, self.resume_best = self.resume_best, None   # resuming mid-stage
-    def after_epoch(self):
-        if self.epoch >= self.skip: super().after_epoch()
+    def after_epoch(self):                           # as SaveModelCallback, without a print per better epoch
+        if self.epoch < self.skip: return
+        TrackerCallback.after_epoch(self)
+        if self.new_best: self._save(self.fname)
     def _save(self, name):
         tmp = self.learn.save(f'.{name}.tmp', with_opt=self.with_opt)
         os.replace(tmp, tmp.with_name(f'{name}.pth'))
