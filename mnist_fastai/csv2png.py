@@ -6,7 +6,7 @@
 __all__ = ['png_bytes', 'png_name', 'png_path', 'write_png', 'convert', 'dest_lock', 'csv2png', 'summary', 'main']
 
 # %% ../nbs/01_csv2png.ipynb #a095f191
-import errno, fcntl, os, re, struct, sys, time, zlib
+import errno, fcntl, os, re, struct, time, zlib
 from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path

@@ -7,7 +7,7 @@ __all__ = ['N_PIX', 'PIXEL_COLS', 'DataError', 'fail', 'atomic_open', 'read_raw'
            'find_csv', 'write_csv', 'read_idx', 'write_idx', 'idx2csv', 'make_sample', 'check_file', 'main']
 
 # %% ../nbs/00_data.ipynb #70362a82
-import gzip, io, os, re, sys, tempfile, zipfile, zlib
+import gzip, os, re, sys, tempfile, zipfile, zlib
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np

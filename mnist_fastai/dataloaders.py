@@ -7,7 +7,6 @@ __all__ = ['VOCAB', 'MNIST_STATS', 'train_files', 'test_files', 'Shift', 'digit_
 
 # %% ../nbs/02_dataloaders.ipynb #79dc3bb4
 import mnist_fastai    # first: the package quiets a FutureWarning that fastai's imports raise
-import os
 from pathlib import Path
 import torch
 from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, PILImage, PILImageBW, RandomSplitter,

@@ -13,7 +13,7 @@ from fastcore.script import call_parse, Param, store_true
 from .data import DataError, fail, find_csv, make_sample
 from .csv2png import csv2png, summary
 from .train import train
-from .predict import predict, leaderboard
+from .predict import predict
 
 # %% ../nbs/07_pipeline.ipynb #14c69715
 def pipeline(data='data', # folder with the competition CSVs (the built-in sample is written here if it has no train.csv)
@@ -41,10 +41,10 @@ def pipeline(data='data', # folder with the competition CSVs (the built-in sampl
     if not find_csv(data, 'test'): raise DataError(f"{data}: no test.csv to predict")
     log(f"[2/4] csv2png: {data} -> {images}")
     for r in csv2png(data, images, progress=progress): log('      ' + summary(r))
-    log(f"[3/4] training")
+    log("[3/4] training")
     train(images, arch, epochs, lr, bs, seed, pretrained=pretrained, models=models, plots=images,
           log=lambda s: log('      ' + s), progress=progress)
-    log(f"[4/4] predicting")
+    log("[4/4] predicting")
     labels = data/'test_labels.csv'
     res = predict(Path(models)/'model.pkl', images, out, tta, labels if labels.exists() else None, plots=images,
                   scores=Path(out).parent/'scores.csv', settings={'pipeline': True}, log=lambda s: log('      ' + s))

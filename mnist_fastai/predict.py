@@ -8,7 +8,7 @@ __all__ = ['SCORE_COLS', 'load_model', 'predict_probs', 'write_submission', 'cou
 
 # %% ../nbs/04_predict.ipynb #cfaf8351
 import mnist_fastai    # first: the package quiets a FutureWarning that fastai's imports raise
-import json, os, sys, time, warnings, zipfile
+import json, time, warnings, zipfile
 from pathlib import Path
 import numpy as np
 import torch

@@ -9,13 +9,12 @@ __all__ = ['tv_arch', 'cached_weights', 'find_weights', 'load_state', 'Arch', 'K
 # %% ../nbs/03_train.ipynb #388e29a3
 import mnist_fastai    # first: the package quiets a FutureWarning that fastai's imports raise
 import os, random, sys, time
-from functools import partial
 from pathlib import Path
 import numpy as np
 import torch, torchvision
 import matplotlib
 import matplotlib.pyplot as plt
-from fastai.vision.all import (vision_learner, accuracy, Callback, SaveModelCallback, TrackerCallback, set_seed, default_device,
+from fastai.vision.all import (vision_learner, accuracy, Callback, SaveModelCallback, TrackerCallback, set_seed,
     model_meta, ProgressCallback, noop)
 from fastai.vision.learner import _default_meta
 from fastcore.script import call_parse, Param, store_true
