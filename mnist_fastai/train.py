@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['tv_arch', 'cached_weights', 'find_weights', 'load_state', 'Arch', 'KeepBest', 'History', 'rng_state', 'set_rng_state',
-           'Checkpoint', 'mnist_learner', 'train_plan', 'plot_history', 'train', 'main']
+           'Checkpoint', 'mnist_learner', 'use_distributed', 'train_plan', 'plot_history', 'train', 'main']
 
 # %% ../nbs/03_train.ipynb #388e29a3
 import mnist_fastai    # first: the package quiets a FutureWarning that fastai's imports raise
@@ -14,12 +14,14 @@ import numpy as np
 import torch, torchvision
 import matplotlib
 import matplotlib.pyplot as plt
+from contextlib import nullcontext
 from fastai.vision.all import (vision_learner, accuracy, Callback, SaveModelCallback, TrackerCallback, set_seed,
-    model_meta, ProgressCallback, noop)
+    model_meta, ProgressCallback, noop, rank_distrib, num_distrib, patch)
 from fastai.vision.learner import _default_meta
-from fastcore.script import call_parse, Param, store_true
+from fastcore.script import call_parse, Param, store_true, bool_arg
 from .data import DataError, fail, atomic_open
 from .dataloaders import mnist_dls
+from .fastdl import fast_dls
 
 # %% ../nbs/03_train.ipynb #2f46b1a5
 def tv_arch(arch:str): # a torchvision classification model name, e.g. 'resnet18'
@@ -93,6 +95,7 @@ class KeepBest(SaveModelCallback):
         TrackerCallback.after_epoch(self)
         if self.new_best: self._save(self.fname)
     def _save(self, name):
+        if rank_distrib(): return                    # in a multi-process run only the main process writes
         tmp = self.learn.save(f'.{name}.tmp', with_opt=self.with_opt)
         os.replace(tmp, tmp.with_name(f'{name}.pth'))
         self.last_saved_path = tmp.with_name(f'{name}.pth')
@@ -107,8 +110,9 @@ class History(_Resumable):
         names = ['train_loss', 'valid_loss'] + [m.name for m in self.learn.metrics]
         vals = dict(zip(names, self.learn.recorder.values[-1]))
         self.rows.append(dict(epoch=len(self.rows), stage=self.stage, **vals, seconds=round(time.time() - self.t0, 1)))
-        if self.fname: self.save(self.fname)
-        if self.log: self.log('  '.join(f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}' for k, v in self.rows[-1].items()))
+        if self.fname and not rank_distrib(): self.save(self.fname)
+        if self.log: self.log('  '.join(f'{k} {v:.1f}' if k == 'seconds' else f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'
+                                        for k, v in self.rows[-1].items()))
     def save(self, fname):
         "Write the log as CSV, atomically."
         cols = list(self.rows[0])
@@ -116,16 +120,21 @@ class History(_Resumable):
             f.write(','.join(cols) + '\n' + ''.join(','.join(f'{r[c]:.6g}' if isinstance(r[c], float) else str(r[c]) for c in cols) + '\n' for r in self.rows))
 
 # %% ../nbs/03_train.ipynb #3a6f67e9
+def _train_dl(learn):
+    "The training `DataLoader`, unwrapped from fastai's `DistributedDL` in a multi-process run."
+    dl = learn.dls.train
+    return getattr(dl, 'dl', dl)
+
 def rng_state(learn) -> dict:
     "The state of every random generator a training epoch draws from."
     return dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(),
-                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, dl=learn.dls.train.rng.getstate())
+                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, dl=_train_dl(learn).rng.getstate())
 
 def set_rng_state(learn, st:dict):
     "Restore what `rng_state` saved."
     random.setstate(st['python']); np.random.set_state(st['numpy']); torch.set_rng_state(st['torch'])
     if st['cuda'] is not None and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
-    learn.dls.train.rng.setstate(st['dl'])
+    _train_dl(learn).rng.setstate(st['dl'])
 
 class Checkpoint(_Resumable):
     "After each epoch, save weights, optimiser, position, history and RNG states to `fname`, atomically."
@@ -136,7 +145,7 @@ class Checkpoint(_Resumable):
     def before_fit(self):                            # after the Recorder reset its smoothed loss
         if self.smooth: sl = self.learn.recorder.smooth_loss; sl.count, sl.val = self.smooth
     def after_epoch(self):
-        if self.skipped(): return
+        if self.skipped() or rank_distrib(): return
         sl = self.learn.recorder.smooth_loss
         state = dict(settings=self.settings, stage=self.stage_idx, epoch=self.epoch, n_epoch=self.n_epoch,
                      model=self.learn.model.state_dict(), opt=self.learn.opt.state_dict(), rows=self.history.rows,
@@ -152,17 +161,39 @@ def mnist_learner(images='images', # the PNG tree written by csv2png
                   valid_pct:float=0.2, # fraction held out for validation
                   models='models', # folder for checkpoints
                   mixed_precision:bool|None=None, # default: on when training on a GPU
+                  fast:bool=True, # serve batches from the in-memory cache (`fastdl`), else fastai's PNG pipeline
+                  channels_last:bool|None=None, # channels-last memory format (default: on a GPU)
+                  progress:bool=True, # progress bar if the cache has to be built
+                  log=print, # where the line about building the cache goes
+                  size:int=28, # side of the images the model sees (upscaled per batch when above 28)
                  ):
     "A fastai `Learner` for the digits: `arch` with fastai's head, accuracy as its metric."
-    dls = mnist_dls(images, valid_pct=valid_pct, seed=seed, bs=bs, channels=3 if weights else 1)
+    ch = 3 if weights else 1
+    dls = (fast_dls(images, valid_pct=valid_pct, seed=seed, bs=bs, channels=ch, progress=progress, log=log, size=size) if fast
+           else mnist_dls(images, valid_pct=valid_pct, seed=seed, bs=bs, channels=ch, size=size))
     set_seed(seed, reproducible=True)
     learn = vision_learner(dls, Arch(arch, weights), pretrained=weights is not None, n_in=dls.one_batch()[0].shape[1],
                            metrics=accuracy, path='.', model_dir=Path(models).absolute())
-    if mixed_precision is None: mixed_precision = dls.device.type == 'cuda'
+    cuda = dls.device.type == 'cuda'
+    if mixed_precision is None: mixed_precision = cuda
     if mixed_precision: learn = learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
+    if channels_last if channels_last is not None else cuda: learn.to_channelslast(use_amp=False)
     return learn
 
 # %% ../nbs/03_train.ipynb #381bdc1c
+def use_distributed():
+    "Load fastai's distributed support, with the index broadcast working on CPU (gloo) process groups too."
+    import fastai.distributed as fd
+    def _broadcast(self, t, rank):
+        dev = 'cuda' if torch.distributed.get_backend() == 'nccl' else 'cpu'
+        t = torch.tensor(t, dtype=torch.long, device=dev)
+        torch.distributed.broadcast(t, rank)
+        return t.cpu().tolist()
+    def _wrap_dl(self, dl): return dl if isinstance(dl, fd.DistributedDL) else fd.DistributedDL(dl, device=self.learn.dls.device)
+    fd.DistributedDL._broadcast, fd.DistributedTrainer._wrap_dl = _broadcast, _wrap_dl
+    return fd
+
+# %% ../nbs/03_train.ipynb #dabad4bd
 def train_plan(pretrained:bool, # fine-tune pretrained weights, or train from scratch
                epochs:int, # epochs (of the unfrozen stage when fine-tuning)
                lr:float, # the (base) learning rate
@@ -172,7 +203,7 @@ def train_plan(pretrained:bool, # fine-tune pretrained weights, or train from sc
     return [dict(freeze=True, n=1, lr=slice(lr), kw=dict(pct_start=0.99)),                       # as Learner.fine_tune
             dict(freeze=False, n=epochs, lr=slice(lr/2/100, lr/2), kw=dict(pct_start=0.3, div=5.0))]
 
-# %% ../nbs/03_train.ipynb #dabad4bd
+# %% ../nbs/03_train.ipynb #6f04abd6
 def plot_history(rows:list, # `History.rows`
                  fname=None, # save the figure here (atomically) if given
                 ):
@@ -189,7 +220,7 @@ def plot_history(rows:list, # `History.rows`
         with atomic_open(fname) as f: fig.savefig(f, format='png', dpi=100)
     return fig
 
-# %% ../nbs/03_train.ipynb #a8596865
+# %% ../nbs/03_train.ipynb #cd3f5d94
 def train(images='images', # the PNG tree written by csv2png
           arch:str='resnet18', # torchvision model name
           epochs:int=8, # epochs (after the frozen one, when fine-tuning)
@@ -206,15 +237,25 @@ def train(images='images', # the PNG tree written by csv2png
           log=print, # where progress lines go
           progress:bool=True, # fastai's progress bars (else one line per epoch to `log`)
           resume:bool=False, # continue from `models/last.pth` if an earlier run with the same settings left one
+          fast:bool=True, # batches from the in-memory cache (else fastai's PNG pipeline)
+          channels_last:bool|None=None, # channels-last memory format (default: on a GPU)
+          size:int=28, # side of the images the model sees (upscaled per batch when above 28)
          ):
     "Train on `images/train`, keep the best epoch, export to `models/export`; return the `Learner`."
+    dist, main = num_distrib() > 1, rank_distrib() == 0
+    if dist and not main: log = lambda *a, **k: None  # one voice: the main process's
+    if dist:
+        use_distributed()
+        if torch.cuda.is_available(): torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
     w, msg = find_weights(arch, pretrained, weights)
     log(msg)
-    learn = mnist_learner(images, arch, w, bs, seed, valid_pct, models)
+    learn = mnist_learner(images, arch, w, bs, seed, valid_pct, models, fast=fast, channels_last=channels_last,
+                          progress=progress, log=log, size=size)
     dev = learn.dls.device
     log(f"training {arch} on {torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'the CPU'}"
         f"{' with mixed precision' if any(type(c).__name__ == 'MixedPrecision' for c in learn.cbs) else ''}: "
-        f"{len(learn.dls.train_ds)} train / {len(learn.dls.valid_ds)} valid images, bs {bs}, seed {seed}")
+        f"{len(learn.dls.train_ds)} train / {len(learn.dls.valid_ds)} valid images, bs {bs}, seed {seed}, "
+        f"{'batches from memory' if fast else 'PNG pipeline'}" + (f", {num_distrib()} processes" if dist else ''))
     plots, models = Path(plots), Path(models)
     if lr_find:
         sug = learn.lr_find(show_plot=True)
@@ -222,7 +263,8 @@ def train(images='images', # the PNG tree written by csv2png
         log(f"lr_find suggests {sug.valley:.2e} (plot: {plots/'lr_find.png'})")
         lr = lr or sug.valley
     settings = dict(arch=arch, epochs=epochs, lr=lr or (2e-3 if w else 3e-3), bs=bs, seed=seed, valid_pct=valid_pct,
-                    weights=str(w) if w else 'scratch')
+                    weights=str(w) if w else 'scratch', data='memory' if fast else 'png', size=size)
+    if dist: settings['processes'] = num_distrib()
     ck_file, ck = models/'last.pth', None
     if resume and ck_file.is_file():
         ck = torch.load(ck_file, map_location='cpu', weights_only=False)   # our own checkpoint, written by this function
@@ -247,21 +289,23 @@ def train(images='images', # the PNG tree written by csv2png
         for cb in (hist, keep): cb.skip = start
         hist.stage = i + 1
         cp = Checkpoint(ck_file, settings, i, hist, keep, smooth=ck['smooth'] if ck and i == ck['stage'] else None); cp.skip = start
-        learn.fit_one_cycle(st['n'], st['lr'], cbs=[keep, hist, cp], start_epoch=start, **st['kw'])
-    ck_file.unlink(missing_ok=True)                  # the run is complete: nothing left to resume
-    plot_history(hist.rows, plots/'training.png'); plt.close('all')
+        with learn.distrib_ctx(sync_bn=dev.type == 'cuda', cpu=dev.type == 'cpu') if dist else nullcontext():
+            learn.fit_one_cycle(st['n'], st['lr'], cbs=[keep, hist, cp], start_epoch=start, **st['kw'])
     best = max(hist.rows, key=lambda r: r['accuracy'])
     learn.train_settings = dict(settings, valid_accuracy=round(best['accuracy'], 5))
+    learn.history = hist.rows
+    if not main: return learn
+    ck_file.unlink(missing_ok=True)                  # the run is complete: nothing left to resume
+    plot_history(hist.rows, plots/'training.png'); plt.close('all')
     models.mkdir(parents=True, exist_ok=True)
     tmp = (models/f'.{export}.tmp').absolute()
     learn.export(tmp)
     os.replace(tmp, models/export)
     log(f"best validation accuracy {100*best['accuracy']:.2f}% (epoch {best['epoch']+1}); "
         f"exported {models/export}; log {plots/'training_log.csv'}, plot {plots/'training.png'}")
-    learn.history = hist.rows
     return learn
 
-# %% ../nbs/03_train.ipynb #40fa6e1d
+# %% ../nbs/03_train.ipynb #9eca9a9b
 @call_parse
 def main(images:Param("the PNG tree written by csv2png", str)='images',
          arch:Param("torchvision model", str)='resnet18',
@@ -276,10 +320,15 @@ def main(images:Param("the PNG tree written by csv2png", str)='images',
          lr_find:Param("run the learning-rate finder first and use its suggestion", store_true)=False,
          models:Param("folder for the checkpoint and exported learner", str)='models',
          plots:Param("folder for the training log and plots", str)='images',
-         resume:Param("continue an interrupted run from models/last.pth", store_true)=False):
+         resume:Param("continue an interrupted run from models/last.pth", store_true)=False,
+         export:Param("file name of the exported learner in --models", str)='model.pkl',
+         png:Param("read PNGs item by item (fastai's default pipeline) instead of the in-memory cache", store_true)=False,
+         channels_last:Param("channels-last memory format (default: on a GPU)", bool_arg)=None,
+         size:Param("side of the images the model sees (upscaled per batch above 28)", int)=28):
     "Fine-tune (or train from scratch) a resnet on images/train with fit_one_cycle and export the learner."
     matplotlib.use('Agg')
     if pretrained and scratch: fail("--pretrained and --scratch contradict each other")
     try: train(images, arch, epochs, lr, bs, seed, valid_pct, True if pretrained else (False if scratch else None),
-               weights, lr_find, models, plots, progress=sys.stdout.isatty(), resume=resume)
+               weights, lr_find, models, plots, export, progress=sys.stdout.isatty(), resume=resume, fast=not png,
+               channels_last=channels_last, size=size)
     except DataError as e: fail(str(e))
