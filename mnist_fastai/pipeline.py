@@ -65,7 +65,7 @@ def pipeline(data='data', # folder with the competition CSVs (the built-in sampl
             predict(Path(models)/name, images, m_out, tta, labels, settings={'pipeline': True}, log=sub, **kw)
             members.append(m_out.with_suffix('.probs.npy'))
         res = predict(source=images, out=out, labels=labels, probs=members, log=sub,
-                      settings=dict(pipeline=True, arch=arch, epochs=epochs, seed=seeds, tta=tta), **kw)
+                      settings=dict(pipeline=True, arch=arch, epochs=epochs, bs=bs, size=size, valid_pct=valid_pct, seed=seeds, tta=tta), **kw)
     res['total_seconds'] = round(time.time() - t0, 1)
     log(f"done in {res['total_seconds']:.0f}s: {out}" + (f", local accuracy {100*res['accuracy']:.2f}%" if 'accuracy' in res else '') +
         f"; submit with: python -m mnist_fastai.kaggle submit {out}")
