@@ -1,5 +1,5 @@
 "The in-memory data path, ensembles, multi-process training and the benchmark, through their command lines on tiny real data."
-import os, shutil, subprocess, sys
+import csv, json, os, shutil, subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest
@@ -125,7 +125,6 @@ def test_pipeline_ensemble(tree, tmp_path):
     for f in ('models/model-42.pkl', 'models/model-43.pkl', 'submissions/member-42.csv', 'submissions/member-43.csv',
               'submissions/submission.csv'):
         assert (d/f).exists(), f
-    import csv, json
     rows = {r['file']: json.loads(r['settings']) for r in csv.DictReader(open(d/'submissions/scores.csv'))}
     ens = rows['submissions/submission.csv']                       # the leaderboard says how the ensemble was made
     assert ens['seed'] == [42, 43] and ens['bs'] == 32 and ens['size'] == 28 and ens['valid_pct'] == 0.2
@@ -133,7 +132,6 @@ def test_pipeline_ensemble(tree, tmp_path):
 def test_bench_cli(tree, tmp_path):
     r = run('-m', 'mnist_fastai.bench', '--data', tree/'data', '--out', tmp_path, '--quick', '--work', tmp_path/'w', cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    import json
     res = json.loads((tmp_path/'bench-cpu-quick.json').read_text())
     assert res['machine']['device'] == 'CPU' and res['machine']['torch']
     names = [x['name'] for x in res['results']]
