@@ -9,7 +9,7 @@ __all__ = ['BASELINES', 'majority', 'random_guess', 'knn', 'logreg', 'baseline',
 import time
 from pathlib import Path
 import numpy as np
-from fastcore.script import call_parse, Param
+from .cli import call_parse, Param
 from .data import DataError, fail, find_csv, read_csv
 from .predict import write_submission, check_submission, read_labels, record_score, leaderboard
 

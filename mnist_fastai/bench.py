@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 import fastai, torchvision
 from fastai.vision.all import Callback, CancelFitException, default_device
-from fastcore.script import call_parse, Param, store_true
+from .cli import call_parse, Param, store_true
 from .data import DataError, fail, atomic_open, find_csv, make_sample, read_csv
 from .csv2png import csv2png
 from .dataloaders import mnist_dls, MNIST_STATS

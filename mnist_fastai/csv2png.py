@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 import numpy as np
-from fastcore.script import call_parse, Param, store_true
+from .cli import call_parse, Param, store_true
 from fastprogress.fastprogress import progress_bar
 from .data import DataError, fail, find_csv, read_csv
 

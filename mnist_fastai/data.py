@@ -11,7 +11,7 @@ import gzip, os, re, sys, tempfile, zipfile, zlib
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
-from fastcore.script import call_parse, Param
+from .cli import call_parse, Param
 
 # %% ../nbs/00_data.ipynb #9487a2f5
 class DataError(ValueError):
@@ -78,6 +78,9 @@ def check_header(header:str, # the first line, without its line end
                  kind:str|None=None, # 'train', 'test', or None to tell from the header
                 ) -> str:
     "Check the header line and return the file's kind, 'train' or 'test'."
+    seps = [c for c in ';\t|' if c in header]
+    if ',' not in header and seps:
+        raise DataError(f"{name} line 1: fields are separated by {seps[0]!r}; the competition's CSVs use commas")
     cols = [c.strip().strip('"') for c in header.split(',')]
     has_label = cols[0] == 'label'
     if kind is None: kind = 'train' if has_label else 'test'
@@ -110,26 +113,67 @@ def _parse_block(a:np.ndarray, ncols:int) -> np.ndarray|None:
     return val.reshape(-1, ncols)
 
 # %% ../nbs/00_data.ipynb #54aba4e5
-def _diagnose(lines:list, name:str, kind:str, ncols:int):
-    "Find the first bad line in `lines` (body lines, numbered from line 2) and raise a `DataError` naming it."
-    cols = (['label'] if kind == 'train' else []) + PIXEL_COLS
+def _diagnose(lines:list, name:str, kind:str, ncols:int) -> None:
+    "Check the shape of each body line (numbered from line 2); raise a `DataError` naming the first bad one."
+    head = ['label', 'pixel0'] if kind == 'train' else ['pixel0', 'pixel1']
     for i, line in enumerate(lines):
         where = f"{name} line {i+2} (row {i+1})"
         if not line.strip(): raise DataError(f"{where}: blank line in the middle of the data")
         fields = line.split(',')
+        if [f.strip().strip('"') for f in fields[:2]] == head:
+            raise DataError(f"{where}: the header again (two files joined together?)")
         if len(fields) != ncols:
             hint = ' (truncated last row?)' if i == len(lines)-1 and len(fields) < ncols else ''
             raise DataError(f"{where}: {len(fields)} fields, expected {ncols}{hint}")
-        for col, f in zip(cols, fields):
-            hi = 9 if col == 'label' else 255
-            if f == '': raise DataError(f"{where}, column {col}: empty field")
-            if not re.fullmatch(r'\d+', f): raise DataError(f"{where}, column {col}: {f!r} is not an integer")
-            if int(f) > hi: raise DataError(f"{where}, column {col}: {f} is outside 0..{hi}")
-    return None
+
+# %% ../nbs/00_data.ipynb #c46fdea8
+_INT = re.compile(r'\s*"?\s*[+-]?\d+\s*"?\s*')
+
+def _first_bad(df, lines:list, kind:str) -> tuple|None:
+    "`(row, column, why)` of the first field in reading order that is not an integer in range, or None."
+    hi = np.array([9]*(kind == 'train') + [255]*N_PIX)
+    found = []
+    for j, c in enumerate(df.columns):
+        v = df[c].to_numpy()
+        if v.dtype.kind in 'iu': r = np.flatnonzero((v < 0) | (v > hi[j]))
+        else: r = ([i for i, l in enumerate(lines) if not _INT.fullmatch(l.split(',')[j])] or [0])[:1]   # pandas read no integers here
+        if len(r): found.append((int(r[0]), j, 'range' if v.dtype.kind in 'iu' else 'text'))
+    return min(found) if found else None
+
+def _read_odd(body:bytes, # the rows: ASCII, each ending in a newline
+              name:str, kind:str, ncols:int) -> np.ndarray:
+    "Read rows the fast parser refused exactly as pandas reads them, or raise a `DataError` naming the bad field."
+    import io, pandas as pd
+    lines = body.decode('ascii').split('\n')[:-1]
+    _diagnose(lines, name, kind, ncols)
+    try: df = pd.read_csv(io.BytesIO(body), header=None, skip_blank_lines=False, index_col=False, low_memory=False)
+    except (ValueError, pd.errors.ParserError) as e: raise DataError(f"{name}: {str(e).strip().splitlines()[0]}") from None
+    if df.shape != (len(lines), ncols):
+        raise DataError(f"{name}: pandas reads {df.shape[0]} rows of {df.shape[1]} fields, expected {len(lines)} of {ncols} "
+                        "(a quoted comma or line break?)")
+    bad = _first_bad(df, lines, kind)
+    if bad is None: return df.to_numpy(np.int64)
+    r, j, why = bad
+    col, raw = df.columns[j], lines[r].split(',')[j]
+    col = ((['label'] if kind == 'train' else []) + PIXEL_COLS)[col]
+    where = f"{name} line {r+2} (row {r+1}), column {col}"
+    if not raw.strip().strip('"').strip(): raise DataError(f"{where}: empty field")
+    if why == 'range': raise DataError(f"{where}: {raw.strip()} is outside 0..{9 if col == 'label' else 255}")
+    raise DataError(f"{where}: {raw!r} is not an integer")
 
 # %% ../nbs/00_data.ipynb #c886650f
 _TEXT_OK = np.zeros(256, bool)
 _TEXT_OK[[9, 10, 13]] = True; _TEXT_OK[32:127] = True
+
+def _refuse_byte(data:bytes, off:int, name:str, kind:str|None):
+    "Raise a `DataError` naming the line and column of the byte at `off`, which is not plain text."
+    line, start = data.count(b'\n', 0, off) + 1, data.rfind(b'\n', 0, off) + 1
+    k = data.count(b',', start, off)
+    head = data[:data.find(b'\n')].decode('ascii', 'replace').split(',')
+    col = head[k].strip().strip('"') if line > 1 and k < len(head) else str(k + 1)
+    b = data[off]
+    what = 'not plain text: a spreadsheet or an editor saved it in another encoding?' if b >= 128 else 'not text (a binary file?)'
+    raise DataError(f"{name} line {line}, column {col}: byte 0x{b:02x} is {what}")
 
 def parse_csv(data:bytes, # the file's bytes
               name:str='<csv>', # file name for messages
@@ -139,8 +183,10 @@ def parse_csv(data:bytes, # the file's bytes
     "Parse and validate a Kaggle digit CSV; return `(x, y)` as uint8 arrays (`y` is None for test files)."
     if data.startswith(b'\xef\xbb\xbf'): data = data[3:]
     if not data.strip(): raise DataError(f"{name}: the file is empty")
+    if data[:2] in (b'\xff\xfe', b'\xfe\xff') or data[1:64:2].count(0) > 24 or data[0:64:2].count(0) > 24:
+        raise DataError(f"{name}: UTF-16 text (a spreadsheet's 'Unicode text'?); save it as CSV in UTF-8 or ASCII")
     bad = np.flatnonzero(~_TEXT_OK[np.frombuffer(data, np.uint8)])
-    if len(bad): raise DataError(f"{name}: not a text CSV (binary byte 0x{data[bad[0]]:02x} at offset {bad[0]})")
+    if len(bad): _refuse_byte(data, int(bad[0]), name, kind)
     if b'\r' in data: data = data.replace(b'\r\n', b'\n').replace(b'\r', b'\n')
     data = data.rstrip(b'\n \t') + b'\n'
     nl = data.index(b'\n')
@@ -153,7 +199,7 @@ def parse_csv(data:bytes, # the file's bytes
     for stop in ends[block-1::block].tolist() + ([ends[-1]] if len(ends) % block else []):
         rows = _parse_block(body[start:stop+1], ncols)
         if rows is None or rows.max() > 255 or (kind == 'train' and rows[:, 0].max() > 9):
-            _diagnose(data[nl+1:].decode('ascii').split('\n')[:-1], name, kind, ncols)
+            out = [_read_odd(data[nl+1:], name, kind, ncols).astype(np.uint8)]; break
         out.append(rows.astype(np.uint8)); start = stop + 1
     arr = np.concatenate(out)
     x = arr[:, -N_PIX:].reshape(-1, 28, 28)

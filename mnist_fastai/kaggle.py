@@ -9,7 +9,7 @@ __all__ = ['HOW_TO', 'MAX_TOTAL', 'MAX_RATIO', 'COMPETITION', 'find_credentials'
 # %% ../nbs/06_kaggle.ipynb #c79cff36
 import json, os, shutil, stat, subprocess, sys, zipfile
 from pathlib import Path
-from fastcore.script import call_parse, Param
+from .cli import call_parse, Param
 from .data import DataError, fail, atomic_open
 from .predict import check_submission
 

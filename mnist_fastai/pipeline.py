@@ -9,7 +9,7 @@ __all__ = ['pipeline', 'main']
 import sys, time
 from pathlib import Path
 import matplotlib
-from fastcore.script import call_parse, Param, store_true
+from .cli import call_parse, Param, store_true
 from .data import DataError, fail, find_csv, make_sample
 from .csv2png import csv2png, summary
 from .train import train

@@ -9,14 +9,14 @@ __all__ = ['SCORE_COLS', 'load_model', 'predict_probs', 'write_submission', 'cou
 
 # %% ../nbs/04_predict.ipynb #cfaf8351
 import mnist_fastai    # first: the package quiets a FutureWarning that fastai's imports raise
-import json, time, warnings, zipfile
+import json, re, time, warnings, zipfile
 from pathlib import Path
 import numpy as np
 import torch
 import matplotlib
 import matplotlib.pyplot as plt
 from fastai.learner import Learner, load_learner
-from fastcore.script import call_parse, Param, store_true
+from .cli import call_parse, Param, store_true
 from .data import DataError, fail, atomic_open, read_raw, read_csv, find_csv
 from .dataloaders import test_files
 from .fastdl import fast_test_dl, load_cache
@@ -75,30 +75,43 @@ def check_submission(fname='submissions/submission.csv', # the submission file
                      n:int|None=None, # expected rows (default: from `test`)
                      test=None, # the test CSV to count rows in (default: data/test.csv when it exists)
                     ) -> int:
-    "Validate a submission file; raise `DataError` naming the first problem, else return its row count."
+    "Validate a submission by Kaggle's rules; raise `DataError` naming the first problem, else return its row count."
     fname = Path(fname)
     if n is None:
         test = test or find_csv('data', 'test')
         if test: n = count_rows(test)
-    text = read_raw(fname).decode('utf-8-sig', errors='replace').replace('\r\n', '\n').rstrip('\n')
-    lines = text.split('\n')
-    if lines[0].strip() != 'ImageId,Label': raise DataError(f"{fname} line 1: header must be 'ImageId,Label', found {lines[0][:40]!r}")
+    raw = read_raw(fname)
+    if raw.startswith(b'\xef\xbb\xbf'): raw = raw[3:]
+    try: text = raw.decode('ascii')
+    except UnicodeDecodeError as e:
+        line = raw.count(b'\n', 0, e.start) + 1
+        raise DataError(f"{fname} line {line}: byte 0x{raw[e.start]:02x} is not plain text") from None
+    lines = text.replace('\r\n', '\n').replace('\r', '\n').rstrip('\n').split('\n')
+    if lines[0] != 'ImageId,Label': raise DataError(f"{fname} line 1: header must be 'ImageId,Label', found {lines[0][:40]!r}")
     rows = lines[1:]
     if not rows: raise DataError(f"{fname}: no rows after the header")
-    for i, line in enumerate(rows, 1):
+    seen = {}
+    for i, line in enumerate(rows, 2):
         parts = line.split(',')
-        where = f"{fname} line {i+1}"
+        where = f"{fname} line {i}"
         if len(parts) != 2: raise DataError(f"{where}: {len(parts)} fields, expected 2 (ImageId,Label)")
-        if parts[0].strip() != str(i): raise DataError(f"{where}: ImageId {parts[0]!r}, expected {i} (ids must run 1..N in order)")
-        if parts[1].strip() not in '0123456789' or not parts[1].strip(): raise DataError(f"{where}: Label {parts[1]!r} is not a digit 0..9")
+        iid, lab = parts
+        if not re.fullmatch(r'[1-9][0-9]*', iid): raise DataError(f"{where}: ImageId {iid!r} is not a whole number from 1 up")
+        if not re.fullmatch(r'[0-9]', lab): raise DataError(f"{where}: Label {lab!r} is not a single digit 0..9")
+        if int(iid) in seen: raise DataError(f"{where}: ImageId {iid} again (first on line {seen[int(iid)]})")
+        seen[int(iid)] = i
     if n is not None and len(rows) != n: raise DataError(f"{fname}: {len(rows)} rows, but the test set has {n} images")
+    top = max(seen)
+    if top != len(rows): raise DataError(f"{fname} line {seen[top]}: ImageId {top}, but there are only {len(rows)} rows (ids run 1..N)")
     return len(rows)
 
 # %% ../nbs/04_predict.ipynb #d5ae0b14
 def read_labels(fname='data/test_labels.csv') -> np.ndarray:
-    "The held-out labels, in ImageId order, from an `ImageId,Label` CSV."
+    "The labels of an `ImageId,Label` file (answers or a submission), checked, in ImageId order."
     check_submission(fname, n=None)
-    return np.loadtxt(fname, delimiter=',', skiprows=1, dtype=int, ndmin=2)[:, 1]
+    text = read_raw(fname).decode('utf-8-sig').replace('\r\n', '\n').replace('\r', '\n').rstrip('\n')
+    a = np.array([l.split(',') for l in text.split('\n')[1:]], int)
+    return a[np.argsort(a[:, 0]), 1]
 
 def accuracy_of(sub, # a submission file
                 labels='data/test_labels.csv', # the answers
@@ -106,7 +119,7 @@ def accuracy_of(sub, # a submission file
     "The Kaggle score (accuracy) of submission file `sub`."
     y = read_labels(labels)
     check_submission(sub, n=len(y))
-    return float((np.loadtxt(sub, delimiter=',', skiprows=1, dtype=int, ndmin=2)[:, 1] == y).mean())
+    return float((read_labels(sub) == y).mean())
 
 # %% ../nbs/04_predict.ipynb #f2644da9
 SCORE_COLS = ['file', 'accuracy', 'time', 'seconds', 'settings']

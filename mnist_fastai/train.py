@@ -18,7 +18,7 @@ from contextlib import nullcontext
 from fastai.vision.all import (vision_learner, accuracy, Callback, SaveModelCallback, TrackerCallback, set_seed,
     model_meta, ProgressCallback, noop, rank_distrib, num_distrib, patch)
 from fastai.vision.learner import _default_meta
-from fastcore.script import call_parse, Param, store_true, bool_arg
+from .cli import call_parse, Param, store_true, bool_arg
 from .data import DataError, fail, atomic_open
 from .dataloaders import mnist_dls
 from .fastdl import fast_dls

@@ -28,13 +28,13 @@ BAD = {  # case: (file text, what the one-line error must say)
     'empty field':        (HEAD_TRAIN + '\n' + ROW.replace(',128,', ',,', 1) + '\n', ['line 2 (row 1), column pixel300: empty field']),
     'float field':        (HEAD_TRAIN + '\n' + ROW.replace(',128,', ',12.5,', 1) + '\n', ["column pixel300: '12.5' is not an integer"]),
     'letters':            (HEAD_TRAIN + '\n' + ROW.replace(',128,', ',abc,', 1) + '\n', ["column pixel300: 'abc' is not an integer"]),
-    'negative':           (HEAD_TRAIN + '\n' + ROW.replace(',128,', ',-1,', 1) + '\n', ["column pixel300: '-1' is not an integer"]),
+    'negative':           (HEAD_TRAIN + '\n' + ROW.replace(',128,', ',-1,', 1) + '\n', ["column pixel300: -1 is outside 0..255"]),
     'pixel 256':          (HEAD_TRAIN + '\n' + ROW + '\n' + ROW.replace(',128,', ',256,', 1) + '\n', ['line 3 (row 2), column pixel300: 256 is outside 0..255']),
     'pixel 1000':         (HEAD_TRAIN + '\n' + ROW.replace(',128,', ',1000,', 1) + '\n', ['column pixel300: 1000 is outside 0..255']),
     'label 10':           (HEAD_TRAIN + '\n' + '10' + ROW[1:] + '\n', ['line 2 (row 1), column label: 10 is outside 0..9']),
     'blank line inside':  (HEAD_TRAIN + '\n' + ROW + '\n\n' + ROW + '\n', ['line 3 (row 2): blank line']),
     'truncated last row': (HEAD_TRAIN + '\n' + ROW + '\n' + ROW[:900], ['line 3 (row 2)', 'truncated last row']),
-    'binary garbage':     (bytes(range(256)) * 4, ['not a text CSV']),
+    'binary garbage':     (bytes(range(256)) * 4, ['line 1, column 1: byte 0x00 is not text']),
 }
 
 @pytest.mark.parametrize('case', list(BAD))
