@@ -13,7 +13,7 @@ from .cli import call_parse, Param, store_true
 from .data import DataError, fail, find_csv, make_sample
 from .csv2png import csv2png, summary
 from .train import train
-from .predict import predict
+from .predict import predict, answers_for
 
 # %% ../nbs/07_pipeline.ipynb #14c69715
 def pipeline(data='data', # folder with the competition CSVs (the built-in sample is written here if it has no train.csv)
@@ -44,6 +44,7 @@ def pipeline(data='data', # folder with the competition CSVs (the built-in sampl
         make_sample(data)
     else: log(f"[1/4] using the competition files in {data}")
     if not find_csv(data, 'test'): raise DataError(f"{data}: no test.csv to predict")
+    labels = answers_for(find_csv(data, 'test'), log=lambda s: log('      ' + s)) or False   # checked before any training
     log(f"[2/4] csv2png: {data} -> {images}")
     for r in csv2png(data, images, progress=progress): log('      ' + summary(r))
     seeds = list(range(seed, seed + ensemble))
@@ -54,8 +55,6 @@ def pipeline(data='data', # folder with the competition CSVs (the built-in sampl
         train(images, arch, epochs, lr, bs, s, valid_pct=valid_pct, pretrained=pretrained, models=models, plots=images,
               export=name, log=sub, progress=progress, fast=fast, size=size)
     log("[4/4] predicting")
-    labels = data/'test_labels.csv'
-    labels = labels if labels.exists() else None
     kw = dict(plots=images, scores=Path(out).parent/'scores.csv', fast=fast)
     if ensemble == 1: res = predict(Path(models)/names[0], images, out, tta, labels, settings={'pipeline': True}, log=sub, **kw)
     else:

@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['SCORE_COLS', 'load_model', 'predict_probs', 'write_submission', 'count_rows', 'check_submission', 'read_labels',
-           'accuracy_of', 'record_score', 'leaderboard', 'plot_confusion', 'plot_mistakes', 'average_probs', 'predict',
-           'main']
+           'accuracy_of', 'answers_for', 'record_score', 'leaderboard', 'plot_confusion', 'plot_mistakes',
+           'average_probs', 'predict', 'main']
 
 # %% ../nbs/04_predict.ipynb #cfaf8351
 import mnist_fastai    # first: the package quiets a FutureWarning that fastai's imports raise
@@ -17,7 +17,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 from fastai.learner import Learner, load_learner
 from .cli import call_parse, Param, store_true
-from .data import DataError, fail, atomic_open, read_raw, read_csv, find_csv
+from .data import DataError, fail, atomic_open, read_raw, read_csv, find_csv, sha256
 from .dataloaders import test_files
 from .fastdl import fast_test_dl, load_cache
 
@@ -121,6 +121,31 @@ def accuracy_of(sub, # a submission file
     check_submission(sub, n=len(y))
     return float((read_labels(sub) == y).mean())
 
+# %% ../nbs/04_predict.ipynb #c3477255
+def answers_for(test, # the test CSV that will be predicted
+                labels=None, # an answers file (default: `test_labels.csv` beside `test`, if there is one)
+                log=print, # where the line about skipped scoring goes
+               ) -> Path|None:
+    "The answers file to score predictions of `test` against, or None (with a line saying why) if none belongs to it."
+    given, folder = labels is not None, Path(str(test).split('.zip:')[0]).parent
+    labels = Path(labels) if given else folder/'test_labels.csv'
+    if not labels.is_file():
+        if given: raise DataError(f"{labels}: no such answers file")
+        return None
+    if not Path(str(test).split('.zip:')[0]).is_file(): return labels if given else None
+    marker = labels.parent/'sample.json'
+    try: sums = json.loads(marker.read_text())['sha256'] if marker.is_file() else {}
+    except (ValueError, KeyError, TypeError): sums = {}
+    if sums.get('test_labels.csv') == sha256(labels) and (not Path(test).is_file() or sums.get('test.csv') != sha256(test)):
+        log(f"not scoring: {labels} holds the built-in sample's answers, and {test} is not the sample's test set "
+            f"(python -m mnist_fastai.kaggle download sets the sample aside)")
+        return None
+    n, k = count_rows(test), check_submission(labels, n=None)
+    if n != k:
+        log(f"not scoring: {labels} has {k} answers, but {test} has {n} images")
+        return None
+    return labels
+
 # %% ../nbs/04_predict.ipynb #f2644da9
 SCORE_COLS = ['file', 'accuracy', 'time', 'seconds', 'settings']
 
@@ -210,7 +235,7 @@ def predict(model='models/model.pkl', # the exported learner, or a list of them 
             source='images', # the PNG tree, or a test CSV
             out='submissions/submission.csv', # the submission to write
             tta:bool=False, # test-time augmentation
-            labels=None, # held-out answers (default: data/test_labels.csv next to the test CSV, if it exists)
+            labels=None, # held-out answers (default: `test_labels.csv` beside the test CSV if it belongs; False: none)
             plots='images', # folder for the confusion matrix and mistakes grid
             scores='submissions/scores.csv', # the leaderboard file
             settings:dict|None=None, # extra settings to record with the score
@@ -220,6 +245,11 @@ def predict(model='models/model.pkl', # the exported learner, or a list of them 
            ) -> dict:
     "Predict the test set, write and check the submission; score it if labels are known. Return a summary."
     t0 = time.time()
+    src = Path(source)
+    if labels is False: labels = None                  # the caller checked: no answers belong to this test set
+    elif labels is None and src.is_file(): labels = answers_for(src, log=log)
+    elif labels is None: labels = answers_for(Path('data')/'test.csv', log=log) if (Path('data')/'test_labels.csv').is_file() else None
+    elif not Path(labels).is_file(): raise DataError(f"{labels}: no such answers file")
     if probs:
         p, s = average_probs(probs), dict(ensemble=len(probs), members=[str(f) for f in probs])
         log(f"averaged the probabilities of {len(probs)} ensemble members")
@@ -234,10 +264,6 @@ def predict(model='models/model.pkl', # the exported learner, or a list of them 
     probs_file = Path(out).with_suffix('.probs.npy')
     with atomic_open(probs_file) as f: np.save(f, p.numpy())
     log(f"wrote {out} ({n} rows, checked) in {res['seconds']}s; probabilities in {probs_file}")
-    src = Path(source)
-    if labels is None:
-        cand = (src.parent if src.is_file() else Path('data'))/'test_labels.csv'
-        labels = cand if cand.exists() else None
     if labels is not None:
         y = read_labels(labels)
         if len(y) != len(pred): raise DataError(f"{labels}: {len(y)} labels, but {len(pred)} test images")

@@ -1,65 +1,151 @@
-"The kaggle wrapper without the network: credentials, a stand-in kaggle CLI on PATH, safe extraction."
-import json, os, stat, zipfile
+"""`python -m mnist_fastai.kaggle` driving the real kaggle CLI this project installs, against the loopback
+stand-in of the Kaggle API in `kaggle_api.py` (the only fake here: Kaggle itself cannot be reached from a test)."""
+import io, json, os, stat, subprocess, sys, zipfile
 from pathlib import Path
 import pytest
-from conftest import run, assert_one_line_error, ROOT
+from conftest import assert_one_line_error, ROOT
+from kaggle_api import KaggleStub
 
-FAKE = '''#!/usr/bin/env python3
-import sys, os, zipfile, pathlib
-log = pathlib.Path(os.environ['FAKE_KAGGLE_LOG']); log.write_text(' '.join(sys.argv[1:]))
-if sys.argv[1:3] == ['competitions', 'download']:
-    dest = pathlib.Path(sys.argv[sys.argv.index('-p') + 1])
-    with zipfile.ZipFile(dest/'digit-recognizer.zip', 'w') as z:
-        z.writestr('train.csv', open(os.environ['FAKE_TRAIN']).read()); z.writestr('test.csv', open(os.environ['FAKE_TEST']).read())
-print('fake kaggle: ok')
-'''
+COMP = 'digit-recognizer'
+TIMEOUT = 120
+
+def competition_zip(sample):
+    "The competition's zip, as Kaggle serves it: train.csv, test.csv and sample_submission.csv."
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, 'w', zipfile.ZIP_DEFLATED) as z:
+        z.writestr('train.csv', (sample/'train.csv').read_bytes())
+        z.writestr('test.csv', (sample/'test.csv').read_bytes())
+        z.writestr('sample_submission.csv', 'ImageId,Label\n' + ''.join(f'{i},0\n' for i in range(1, 101)))
+    return buf.getvalue()
+
+def run_kaggle(stub, home, *args, cwd, **env):
+    "`python -m mnist_fastai.kaggle ...` as a user runs it, with HOME=`home`, pointed at `stub`."
+    e = stub.env(home, **env)
+    e['PYTHONPATH'] = str(ROOT)
+    home.mkdir(parents=True, exist_ok=True)
+    return subprocess.run([sys.executable, '-m', 'mnist_fastai.kaggle', *map(str, args)], cwd=cwd, env=e,
+                          capture_output=True, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
 
 @pytest.fixture
-def env(tmp_path, sample):
-    "A HOME with valid credentials and a fake `kaggle` first on PATH."
+def stub(sample):
+    with KaggleStub(competition_zip(sample)) as k:
+        yield k
+        assert k.foreign() == []                  # nothing went anywhere but 127.0.0.1
+
+@pytest.fixture
+def home(tmp_path, stub):
+    "A HOME signed in the classic way: ~/.kaggle/kaggle.json holding the stub's API key."
+    h = tmp_path/'home'
+    stub.write_kaggle_json(h/'.kaggle')
+    return h
+
+@pytest.fixture
+def work(tmp_path, sample):
+    "A project folder whose data/ holds what the main job leaves there: the built-in sample."
+    from mnist_fastai.data import make_sample
+    w = tmp_path/'work'
+    make_sample(w/'data', n_test=100, n_train=300)
+    return w
+
+def good_submission(path, n=100, label='7'):
+    path.write_bytes(b'ImageId,Label\r\n' + b''.join(f'{i},{label}\r\n'.encode() for i in range(1, n + 1)))
+    return path
+
+def test_download_extracts_and_sets_the_sample_aside(stub, home, work, sample):
+    r = run_kaggle(stub, home, 'download', cwd=work)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    data = work/'data'
+    assert (data/'train.csv').read_bytes() == (sample/'train.csv').read_bytes()
+    assert (data/'test.csv').read_bytes() == (sample/'test.csv').read_bytes()
+    assert (data/f'{COMP}.zip').read_bytes() == stub.data_zip
+    # The sample's answers are not left beside Kaggle's test.csv: they moved, with a line saying so.
+    assert not (data/'test_labels.csv').exists() and not (data/'sample.json').exists()
+    assert sorted(p.name for p in (data/'sample').iterdir()) == ['sample.json', 'test.csv', 'test_labels.csv', 'train.csv']
+    assert 'moved the built-in sample (train.csv, test.csv, test_labels.csv) to data/sample' in r.stdout
+    [call] = stub.api_calls('DownloadDataFiles')
+    assert call.body == {'competitionName': COMP} and call.auth == ('basic', 'stub-user:stub-api-key')
+    assert 'stub-api-key' not in r.stdout + r.stderr
+
+def test_submit_uploads_the_exact_bytes_and_reports_the_server(stub, home, work):
+    sub = good_submission(work/'sub.csv')
+    r = run_kaggle(stub, home, 'submit', sub, '-m', 'resnet18, 8 epochs', cwd=work)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    [s] = stub.submissions
+    assert (s.competition, s.content, s.description) == (COMP, sub.read_bytes(), 'resnet18, 8 epochs')
+    assert 'Successfully submitted to Digit Recognizer' in r.stdout
+    assert f'kaggle competitions submissions {COMP}' in r.stdout
+    assert 'stub-api-key' not in r.stdout + r.stderr
+
+@pytest.mark.parametrize('refusal,needle', [
+    (dict(refuse_upload=True), 'Could not submit to competition'),        # the CLI may still exit 0 here
+    (dict(refuse_submission='Submission not allowed: daily limit reached.'), 'daily limit reached')])
+def test_a_refused_submission_is_a_failure(sample, tmp_path, work, refusal, needle):
+    with KaggleStub(competition_zip(sample), **refusal) as stub:
+        home = tmp_path/'home'; stub.write_kaggle_json(home/'.kaggle')
+        r = run_kaggle(stub, home, 'submit', good_submission(work/'sub.csv'), '--message', 'x', cwd=work)
+        assert stub.submissions == [] and stub.foreign() == []
+    assert_one_line_error(r, needle)
+
+def test_unknown_competition(stub, home, work):
+    r = run_kaggle(stub, home, 'submit', good_submission(work/'sub.csv'), '--competition', 'digit-recogniser', cwd=work)
+    assert_one_line_error(r, 'kaggle competitions submit failed', 'digit-recogniser')
+    r = run_kaggle(stub, home, 'download', '--competition', 'digit-recogniser', cwd=work)
+    assert_one_line_error(r, 'kaggle competitions download failed', 'digit-recogniser')
+    assert (work/'data/test_labels.csv').exists()            # a failed download leaves data/ alone
+
+def test_the_submission_is_checked_before_the_cli_runs(stub, home, work):
+    bad = work/'sub.csv'; bad.write_text('ImageId,Label\n1,3\n2,45\n')
+    assert_one_line_error(run_kaggle(stub, home, 'submit', bad, cwd=work), "line 3: Label '45' is not a single digit")
+    good_submission(bad, n=99)
+    assert_one_line_error(run_kaggle(stub, home, 'submit', bad, cwd=work), '99 rows, but the test set has 100 images')
+    assert stub.calls == []
+
+def test_no_credentials_is_one_line(stub, tmp_path, work):
+    r = run_kaggle(stub, tmp_path/'empty-home', 'submit', good_submission(work/'sub.csv'), cwd=work)
+    assert_one_line_error(r, 'kaggle auth login', 'access_token')
+    assert stub.api_calls('CreateSubmission') == []
+
+def test_bad_credentials_are_one_line(stub, tmp_path, work):
     home = tmp_path/'home'; (home/'.kaggle').mkdir(parents=True)
-    cred = home/'.kaggle/kaggle.json'
-    cred.write_text(json.dumps({'username': 'someone', 'key': 'TOPSECRETKEY'})); os.chmod(cred, 0o600)
-    bin_ = tmp_path/'bin'; bin_.mkdir()
-    (bin_/'kaggle').write_text(FAKE); os.chmod(bin_/'kaggle', 0o755)
-    e = {k: v for k, v in os.environ.items() if not k.startswith('KAGGLE_')}
-    e.update(HOME=str(home), PATH=f"{bin_}:{os.environ['PATH']}", FAKE_KAGGLE_LOG=str(tmp_path/'kaggle.log'),
-             FAKE_TRAIN=str(sample/'train.csv'), FAKE_TEST=str(sample/'test.csv'))
-    return e
+    (home/'.kaggle/kaggle.json').write_text(json.dumps({'username': 'stub-user', 'key': 'WRONG-SECRET'}))
+    os.chmod(home/'.kaggle/kaggle.json', 0o600)
+    r = run_kaggle(stub, home, 'download', cwd=work)
+    assert_one_line_error(r, 'did not accept the credentials')
+    assert 'WRONG-SECRET' not in r.stdout + r.stderr
 
-def kag(env, *args, cwd):
-    import subprocess, sys
-    return subprocess.run([sys.executable, '-m', 'mnist_fastai.kaggle', *map(str, args)], cwd=cwd, capture_output=True, text=True,
-                          env=dict(env, PYTHONPATH=str(ROOT)))
-
-def test_no_credentials(env, tmp_path):
-    os.remove(Path(env['HOME'])/'.kaggle/kaggle.json')
-    r = kag(env, 'download', cwd=tmp_path)
-    assert_one_line_error(r, 'no Kaggle credentials found', 'chmod 600 ~/.kaggle/kaggle.json')
-    assert not (tmp_path/'kaggle.log').exists()            # the CLI was never called
-
-def test_download_extracts(env, tmp_path, sample):
-    r = kag(env, 'download', cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    assert (tmp_path/'kaggle.log').read_text() == 'competitions download -c digit-recognizer -p data'
-    assert (tmp_path/'data/train.csv').read_bytes() == (sample/'train.csv').read_bytes()
-    assert 'TOPSECRETKEY' not in r.stdout + r.stderr
-
-def test_world_readable_credentials_warn(env, tmp_path):
-    os.chmod(Path(env['HOME'])/'.kaggle/kaggle.json', 0o644)
-    r = kag(env, 'download', cwd=tmp_path)
-    assert r.returncode == 0 and 'is readable by other users; fix it with: chmod 600' in r.stdout
-    assert 'TOPSECRETKEY' not in r.stdout + r.stderr
-
-def test_submit_validates_first(env, tmp_path, sample):
-    (tmp_path/'data').mkdir(); (tmp_path/'data/test.csv').write_bytes((sample/'test.csv').read_bytes())
-    bad = tmp_path/'sub.csv'; bad.write_text('ImageId,Label\n1,3\n')
-    assert_one_line_error(kag(env, 'submit', bad, cwd=tmp_path), '1 rows, but the test set has 100 images')
-    assert not (tmp_path/'kaggle.log').exists()
-    bad.write_text('ImageId,Label\n' + ''.join(f'{i},7\n' for i in range(1, 101)))
-    r = kag(env, 'submit', bad, '--message', 'knn try', cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    assert (tmp_path/'kaggle.log').read_text() == f'competitions submit -c digit-recognizer -f {bad} -m knn try'
+def test_every_sign_in_way_reaches_the_server(stub, tmp_path, sample):
+    "Each way the installed CLI signs in, each with its own secret: the upload reaches the server with it."
+    from concurrent.futures import ThreadPoolExecutor
+    stub.access_tokens.update({t: 'stub-user' for t in ('tok-env', 'tok-file', 'tok-nb')})
+    stub.api_keys.update({'u-home': 'k-home', 'u-cfg': 'k-cfg', 'u-env': 'k-env'})
+    ways = {}
+    def way(name, expected, **env):
+        h = tmp_path/name/'home'; h.mkdir(parents=True)
+        ways[name] = (h, env, expected)
+        return h
+    way('env_token', ('bearer', 'tok-env'), KAGGLE_API_TOKEN='tok-env')
+    h = way('access_token_file', ('bearer', 'tok-file'))
+    (h/'.kaggle').mkdir(); (h/'.kaggle/access_token').write_text('tok-file\n')
+    stub.write_oauth_credentials(way('kaggle_auth_login', 'issued'))           # what `kaggle auth login` saves
+    (tmp_path/'nbtoken').write_text('tok-nb')
+    way('kaggle_notebook', ('bearer', 'tok-nb'), KAGGLE_KERNEL_RUN_TYPE='Interactive', KAGGLE_DATA_PROXY_URL=stub.url,
+        KAGGLE_API_V1_TOKEN=tmp_path/'nbtoken')
+    stub.write_kaggle_json(way('kaggle_json', ('basic', 'u-home:k-home'))/'.kaggle', 'u-home')
+    stub.write_kaggle_json(tmp_path/'cfg', 'u-cfg')
+    way('kaggle_config_dir', ('basic', 'u-cfg:k-cfg'), KAGGLE_CONFIG_DIR=tmp_path/'cfg')
+    way('username_key', ('basic', 'u-env:k-env'), KAGGLE_USERNAME='u-env', KAGGLE_KEY='k-env')
+    def one(item):
+        name, (h, env, _) = item
+        sub = good_submission(h.parent/'sub.csv', label=str(len(name) % 10))
+        return name, run_kaggle(stub, h, 'submit', sub, '-m', name, '--data', h.parent, cwd=h.parent, **env)
+    with ThreadPoolExecutor(2) as ex: results = dict(ex.map(one, ways.items()))
+    for name, r in results.items():
+        assert r.returncode == 0, (name, r.stdout, r.stderr)
+        assert 'Successfully submitted' in r.stdout
+        for secret in ('tok-', 'k-home', 'k-cfg', 'k-env', stub.refresh_token): assert secret not in r.stdout + r.stderr, (name, secret)
+    [issued] = stub.issued_tokens
+    by_message = {c.body['submissionDescription']: c.auth for c in stub.api_calls('CreateSubmission')}
+    assert by_message == {n: ('bearer', issued) if e == 'issued' else e for n, (_, _, e) in ways.items()}
 
 def _zip(path, make):
     with zipfile.ZipFile(path, 'w', zipfile.ZIP_DEFLATED) as z: make(z)
@@ -79,3 +165,13 @@ def test_crafted_zips_refused(tmp_path):
         p = _zip(tmp_path/f'{name}.zip', make)
         with pytest.raises(DataError, match=msg): safe_extract(p, tmp_path/'out', max_total=1 << 20)
         assert not (tmp_path/'out').exists() and not (tmp_path/'x.csv').exists()
+
+def test_a_hostile_download_changes_nothing(sample, tmp_path, work):
+    "A zip the server sends that would escape data/ is refused before the sample is moved or anything written."
+    evil = io.BytesIO()
+    with zipfile.ZipFile(evil, 'w') as z: z.writestr('../escaped.csv', 'x')
+    with KaggleStub(evil.getvalue()) as stub:
+        home = tmp_path/'home'; stub.write_kaggle_json(home/'.kaggle')
+        r = run_kaggle(stub, home, 'download', cwd=work)
+    assert_one_line_error(r, 'leaves the destination folder')
+    assert (work/'data/test_labels.csv').exists() and not (work/'escaped.csv').exists()
