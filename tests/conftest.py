@@ -7,10 +7,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 EMPTY_TORCH_HOME = Path(tempfile.mkdtemp(prefix='torch_home_'))   # no cached ImageNet weights, whatever this machine has
+os.environ.setdefault('MNIST_FASTAI_OFFLINE', '1')                 # tests never download weights, unless one says so
 
 def run(*args, cwd=None, env=None, timeout=600):
     "Run `python -m ...args` and return the CompletedProcess (text mode)."
-    e = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND='Agg', TORCH_HOME=str(EMPTY_TORCH_HOME))
+    e = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND='Agg', TORCH_HOME=str(EMPTY_TORCH_HOME), MNIST_FASTAI_OFFLINE='1')
     e.update(env or {})
     return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
 

@@ -19,7 +19,7 @@ def project(tmp_path_factory):
 
 def test_train_outputs(project):
     out = (project/'train.out').read_text()
-    assert 'no ImageNet weights for resnet18' in out and 'training from scratch' in out
+    assert 'no ImageNet weights for resnet18' in out and 'MNIST_FASTAI_OFFLINE is set' in out and 'training from scratch' in out
     assert 'training resnet18 on the CPU: 240 train / 60 valid images, bs 32, seed 42' in out
     assert 'best validation accuracy' in out
     for f in ('models/model.pkl', 'models/best.pth', 'images/training_log.csv', 'images/training.png'):
@@ -82,8 +82,8 @@ def test_check_submission_cli(project, tmp_path):
     assert r.returncode == 0 and 'ok, 100 rows' in r.stdout
     cases = {'Id,Label\n1,1\n': "line 1: header must be 'ImageId,Label'",
              'ImageId,Label\n1,1\n2,2\n': '2 rows, but the test set has 100 images',
-             'ImageId,Label\n1,1\n3,2\n': "line 3: ImageId '3', expected 2",
-             'ImageId,Label\n1,1\n2,x\n': "line 3: Label 'x' is not a digit 0..9",
+             'ImageId,Label\n1,1\n1,2\n': 'line 3: ImageId 1 again (first on line 2)',
+             'ImageId,Label\n1,1\n2,x\n': "line 3: Label 'x' is not a single digit 0..9",
              'ImageId,Label\n1,1,1\n': 'line 2: 3 fields, expected 2'}
     for text, msg in cases.items():
         bad = tmp_path/'bad.csv'; bad.write_text(text)
@@ -116,3 +116,111 @@ def test_pipeline_builds_sample_when_no_data(tmp_path):
 def test_pipeline_errors(tmp_path):
     (tmp_path/'data').mkdir(); (tmp_path/'data/test.csv').write_text('pixel0\n1\n')
     assert_one_line_error(run('-m', 'mnist_fastai.pipeline', cwd=tmp_path), 'has test.csv but no train.csv')
+
+# ---- ImageNet weights fetched the fastai way, from an HTTP server on 127.0.0.1 ----
+import hashlib, http.server, socket, threading
+
+class WeightsServer:
+    "An HTTP server on 127.0.0.1 serving `blob` as any `NAME-HASH.pth` except names starting `missing`; counts requests."
+    def __init__(self, blob):
+        outer = self
+        self.blob, self.requests = blob, 0
+        class H(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a): pass
+            def do_GET(self):
+                outer.requests += 1
+                if self.path.startswith('/missing'): return self.send_error(404)
+                self.send_response(200); self.send_header('Content-Length', str(len(outer.blob))); self.end_headers()
+                self.wfile.write(outer.blob)
+        self.srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H)
+        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
+    def url(self, name): return f'http://127.0.0.1:{self.srv.server_address[1]}/{name}'
+    def close(self): self.srv.shutdown(); self.srv.server_close()
+
+@pytest.fixture(scope='module')
+def weights_blob(tmp_path_factory):
+    "A random resnet18 state dict as bytes, and the torchvision-style name its SHA-256 gives it."
+    p = tmp_path_factory.mktemp('w')/'sd.pth'
+    torch.save(torchvision.models.resnet18().state_dict(), p)
+    blob = p.read_bytes()
+    return blob, f'resnet18-{hashlib.sha256(blob).hexdigest()[:8]}.pth'
+
+def _train_online(project, tmp_path, url, *extra, **env):
+    home = tmp_path/'torch'
+    r = run('-m', 'mnist_fastai.train', '--epochs', '1', '--bs', '32', '--models', tmp_path/'m', '--plots', tmp_path/'p', *extra,
+            cwd=project, env={'TORCH_HOME': str(home), 'MNIST_FASTAI_OFFLINE': '', 'MNIST_FASTAI_WEIGHTS_URL': url, **env})
+    return r, home/'hub/checkpoints'
+
+def test_weights_downloaded_then_fine_tuned(project, tmp_path, weights_blob):
+    blob, name = weights_blob
+    srv = WeightsServer(blob)
+    try: r, ck = _train_online(project, tmp_path, srv.url(name))
+    finally: srv.close()
+    assert r.returncode == 0, r.stderr
+    assert (ck/name).read_bytes() == blob and srv.requests == 1
+    assert f'downloaded ImageNet weights to {ck/name}' in r.stdout
+    assert [l.split(',')[1] for l in (tmp_path/'p/training_log.csv').read_text().splitlines()[1:]] == ['1', '2']   # fine_tune
+    assert sorted(o.name for o in ck.iterdir()) == [name]                    # no temp file
+
+def test_weights_download_failures(project, tmp_path, weights_blob):
+    "404, a wrong hash, and a server that never answers: one line, then from scratch (or an error with --pretrained)."
+    blob, name = weights_blob
+    srv = WeightsServer(blob)
+    silent = socket.socket(); silent.bind(('127.0.0.1', 0)); silent.listen()
+    try:
+        bad = [('missing-0123abcd.pth', srv.url('missing-0123abcd.pth'), 'HTTP 404'),
+               ('resnet18-00000000.pth', srv.url('resnet18-00000000.pth'), 'SHA-256 does not start with 00000000')]
+        for fname, url, why in bad:
+            r, ck = _train_online(project, tmp_path/fname, url)
+            assert r.returncode == 0, r.stderr
+            assert why in r.stdout and 'training resnet18 from scratch' in r.stdout, r.stdout
+            assert not ck.exists() or list(ck.iterdir()) == []               # nothing half-written in the cache
+            assert_one_line_error(_train_online(project, tmp_path/fname, url, '--pretrained')[0], '--pretrained: ', why)
+        from mnist_fastai.train import download_weights
+        from mnist_fastai.data import DataError
+        with pytest.raises(DataError, match='no answer for 1s'):      # the timeout, in-process (the CLI waits 15 s)
+            download_weights(f'http://127.0.0.1:{silent.getsockname()[1]}/resnet18-0123abcd.pth', tmp_path/'t/w.pth', timeout=1, progress=False)
+        assert not (tmp_path/'t').exists() or list((tmp_path/'t').iterdir()) == []
+    finally: srv.close(); silent.close()
+    assert srv.requests == 4
+
+def test_offline_and_scratch_never_try(project, tmp_path, weights_blob):
+    blob, name = weights_blob
+    srv = WeightsServer(blob)
+    try:
+        r, _ = _train_online(project, tmp_path/'a', srv.url(name), MNIST_FASTAI_OFFLINE='1')
+        assert r.returncode == 0 and 'MNIST_FASTAI_OFFLINE is set' in r.stdout and 'from scratch' in r.stdout
+        r, _ = _train_online(project, tmp_path/'b', srv.url(name), '--scratch')
+        assert r.returncode == 0 and 'from scratch (--scratch)' in r.stdout
+        assert_one_line_error(_train_online(project, tmp_path/'c', srv.url(name), '--pretrained', MNIST_FASTAI_OFFLINE='1')[0],
+                              'MNIST_FASTAI_OFFLINE forbids downloading')
+    finally: srv.close()
+    assert srv.requests == 0
+
+def test_keep_best_spans_the_stages_of_fine_tuning(project, tmp_path):
+    "A later stage that does worse must not replace the saved best: the weights left loaded are the best epoch's."
+    from mnist_fastai.train import KeepBest, mnist_learner
+    learn = mnist_learner(project/'images', bs=32, models=tmp_path/'m', progress=False, log=lambda *a: None)
+    learn.remove_cbs([c for c in learn.cbs if type(c).__name__ == 'ProgressCallback'])
+    keep = KeepBest()
+    learn.fit_one_cycle(2, 3e-3, cbs=[keep])
+    first = keep.best
+    learn.fit(1, lr=50.0, cbs=[keep])                  # a stage that wrecks the model
+    assert keep.best == first
+    assert learn.validate()[1] == pytest.approx(first)   # best.pth (stage 1) is what was reloaded
+
+def test_exported_model_is_the_reported_best(project, tmp_path):
+    "After fine-tuning (frozen, then unfrozen), the exported learner scores the best epoch's validation accuracy."
+    from mnist_fastai.predict import load_model
+    home = tmp_path/'torch'; ck = home/'hub/checkpoints'; ck.mkdir(parents=True)
+    torch.save(torchvision.models.resnet18().state_dict(), ck/'resnet18-f37072fd.pth')
+    r = run('-m', 'mnist_fastai.train', '--epochs', '2', '--bs', '32', '--pretrained', '--models', tmp_path/'m', '--plots', tmp_path/'p',
+            cwd=project, env={'TORCH_HOME': str(home)})
+    assert r.returncode == 0, r.stderr
+    rows = (tmp_path/'p/training_log.csv').read_text().splitlines()
+    best = max(float(l.split(',')[4]) for l in rows[1:])
+    learn = load_model(tmp_path/'m/model.pkl', cpu=True)
+    assert learn.train_settings['valid_accuracy'] == pytest.approx(best, abs=1e-5)
+    from mnist_fastai.fastdl import fast_dls
+    dls = fast_dls(project/'images', bs=32, seed=42, valid_pct=0.2, channels=3, progress=False, log=lambda *a: None)
+    assert learn.validate(dl=dls.valid)[1] == pytest.approx(best, abs=1e-4)
