@@ -30,3 +30,6 @@ def sample(tmp_path_factory):
     d = tmp_path_factory.mktemp('sample')
     make_sample(d, n_test=100, n_train=300)
     return d
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', "dev: needs the dev extra (nbdev, Jupyter); CI's runtime-only environment runs -m 'not dev'")

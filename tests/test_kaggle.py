@@ -175,3 +175,33 @@ def test_a_hostile_download_changes_nothing(sample, tmp_path, work):
         r = run_kaggle(stub, home, 'download', cwd=work)
     assert_one_line_error(r, 'leaves the destination folder')
     assert (work/'data/test_labels.csv').exists() and not (work/'escaped.csv').exists()
+
+def test_the_readmes_order(stub, home, tmp_path, sample):
+    "The README's order: the main job on the built-in sample, then `kaggle download`, then the main job again."
+    from conftest import run
+    w = tmp_path/'project'; w.mkdir()
+    r = run('-m', 'mnist_fastai.pipeline', '--epochs', '1', cwd=w)
+    assert r.returncode == 0, r.stderr
+    assert 'local accuracy' in r.stdout and (w/'data/test_labels.csv').exists()
+    r = run_kaggle(stub, home, 'download', cwd=w)
+    assert r.returncode == 0, r.stderr
+    assert not (w/'data/test_labels.csv').exists() and (w/'data/sample/test_labels.csv').exists()
+    r = run('-m', 'mnist_fastai.pipeline', '--epochs', '1', cwd=w)
+    assert r.returncode == 0, r.stderr
+    assert 'using the competition files in data' in r.stdout and 'local accuracy' not in r.stdout
+    sub = (w/'submissions/submission.csv').read_text().splitlines()
+    assert len(sub) == 101 and sub[0] == 'ImageId,Label'          # one row per image of Kaggle's test.csv
+
+def test_the_samples_answers_are_refused_up_front(tmp_path, sample):
+    "Kaggle's test.csv copied over the sample's by hand: one line before training, no scoring, a checked submission."
+    from conftest import run
+    from mnist_fastai.data import make_sample
+    w = tmp_path/'project'
+    make_sample(w/'data', n_test=100, n_train=300, seed=1)
+    (w/'data/test.csv').write_bytes((sample/'test.csv').read_bytes())   # another test set of the same size
+    r = run('-m', 'mnist_fastai.pipeline', '--epochs', '1', cwd=w)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert "not scoring: data/test_labels.csv holds the built-in sample's answers" in out
+    assert out.index('not scoring') < out.index('[3/4] training') and 'local accuracy' not in out
+    assert (w/'submissions/submission.csv').exists()

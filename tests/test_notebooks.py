@@ -1,8 +1,10 @@
 "Every notebook also runs top to bottom in a real Jupyter kernel (nbclient), as a person walking them in jupyter lab would."
 from pathlib import Path
 import pytest
-import nbformat
+import nbformat                      # the dev extra's: CI's runtime-only run leaves this file out
 from nbclient import NotebookClient
+
+pytestmark = pytest.mark.dev
 
 NBS = Path(__file__).resolve().parent.parent/'nbs'
 

@@ -69,8 +69,7 @@ def test_disk_full_is_one_line(big, tmp_path, monkeypatch, capsys):
         n[0] += 1
         return real(fd, b if n[0] < 300 else b[:7])    # the disk fills up after 300 files
     monkeypatch.setattr(os, 'write', write)
-    monkeypatch.setattr(sys, 'argv', ['csv2png', '--data', str(big/'data'), '--dest', str(tmp_path/'images'), '--workers', '1'])
-    with pytest.raises(SystemExit) as e: c2p.main()
+    with pytest.raises(SystemExit) as e: c2p.main(data=str(big/'data'), dest=str(tmp_path/'images'), workers=1)   # the CLI's function, in-process
     monkeypatch.undo()
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()

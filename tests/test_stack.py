@@ -1,5 +1,5 @@
 "The pinned stack works together: torch and torchvision load each other's ops, fastai imports, resnet18 runs."
-import torch, torchvision
+import pytest, torch, torchvision
 
 def test_torchvision_ops_and_resnet18():
     from torchvision.models import resnet18
@@ -10,6 +10,7 @@ def test_torchvision_ops_and_resnet18():
     keep = nms(torch.tensor([[0., 0, 10, 10], [1, 1, 10, 10]]), torch.tensor([0.9, 0.8]), 0.5)
     assert keep.tolist() == [0]
 
+@pytest.mark.dev
 def test_nbdev_stack_versions():
     import fastai, fastcore, nbdev
     from execnb.nbio import read_nb    # nbdev 2 needs execnb.nbio (gone in execnb 0.2+)

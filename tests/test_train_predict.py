@@ -38,15 +38,23 @@ def test_train_errors(project, tmp_path):
     assert_one_line_error(run('-m', 'mnist_fastai.train', '--weights', tmp_path/'bad.pth', cwd=project), 'bad.pth: not a PyTorch weights file')
 
 def test_train_from_weights_file(project, tmp_path):
-    "The offline pretrained path: a state dict in torchvision's cache (here a random resnet18) is used via fine_tune."
+    "The cached pretrained path: a state dict in torchvision's cache (here a random resnet18) is fine-tuned, and the
+    exported learner scores the best epoch of either stage."
+    from mnist_fastai.predict import load_model
+    from mnist_fastai.fastdl import fast_dls
     home = tmp_path/'torch'; ck = home/'hub/checkpoints'; ck.mkdir(parents=True)
     torch.save(torchvision.models.resnet18().state_dict(), ck/'resnet18-f37072fd.pth')
-    r = run('-m', 'mnist_fastai.train', '--epochs', '1', '--bs', '32', '--pretrained', '--models', tmp_path/'m', '--plots', tmp_path/'p',
+    r = run('-m', 'mnist_fastai.train', '--epochs', '2', '--bs', '32', '--pretrained', '--models', tmp_path/'m', '--plots', tmp_path/'p',
             cwd=project, env={'TORCH_HOME': str(home)})
     assert r.returncode == 0, r.stderr
     assert f'starting from ImageNet weights {ck}/resnet18-f37072fd.pth' in r.stdout
     log = (tmp_path/'p/training_log.csv').read_text().splitlines()
-    assert [l.split(',')[1] for l in log[1:]] == ['1', '2']       # fine_tune: a frozen stage, then an unfrozen one
+    assert [l.split(',')[1] for l in log[1:]] == ['1', '2', '2']  # fine_tune: a frozen stage, then an unfrozen one
+    best = max(float(l.split(',')[4]) for l in log[1:])
+    learn = load_model(tmp_path/'m/model.pkl', cpu=True)
+    assert learn.train_settings['valid_accuracy'] == pytest.approx(best, abs=1e-5)
+    dls = fast_dls(project/'images', bs=32, seed=42, valid_pct=0.2, channels=3, progress=False, log=lambda *a: None)
+    assert learn.validate(dl=dls.valid)[1] == pytest.approx(best, abs=1e-4)
 
 def test_predict_and_score(project):
     r = run('-m', 'mnist_fastai.predict', cwd=project)
@@ -208,19 +216,3 @@ def test_keep_best_spans_the_stages_of_fine_tuning(project, tmp_path):
     learn.fit(1, lr=50.0, cbs=[keep])                  # a stage that wrecks the model
     assert keep.best == first
     assert learn.validate()[1] == pytest.approx(first)   # best.pth (stage 1) is what was reloaded
-
-def test_exported_model_is_the_reported_best(project, tmp_path):
-    "After fine-tuning (frozen, then unfrozen), the exported learner scores the best epoch's validation accuracy."
-    from mnist_fastai.predict import load_model
-    home = tmp_path/'torch'; ck = home/'hub/checkpoints'; ck.mkdir(parents=True)
-    torch.save(torchvision.models.resnet18().state_dict(), ck/'resnet18-f37072fd.pth')
-    r = run('-m', 'mnist_fastai.train', '--epochs', '2', '--bs', '32', '--pretrained', '--models', tmp_path/'m', '--plots', tmp_path/'p',
-            cwd=project, env={'TORCH_HOME': str(home)})
-    assert r.returncode == 0, r.stderr
-    rows = (tmp_path/'p/training_log.csv').read_text().splitlines()
-    best = max(float(l.split(',')[4]) for l in rows[1:])
-    learn = load_model(tmp_path/'m/model.pkl', cpu=True)
-    assert learn.train_settings['valid_accuracy'] == pytest.approx(best, abs=1e-5)
-    from mnist_fastai.fastdl import fast_dls
-    dls = fast_dls(project/'images', bs=32, seed=42, valid_pct=0.2, channels=3, progress=False, log=lambda *a: None)
-    assert learn.validate(dl=dls.valid)[1] == pytest.approx(best, abs=1e-4)
