@@ -38,8 +38,8 @@ def test_train_errors(project, tmp_path):
     assert_one_line_error(run('-m', 'mnist_fastai.train', '--weights', tmp_path/'bad.pth', cwd=project), 'bad.pth: not a PyTorch weights file')
 
 def test_train_from_weights_file(project, tmp_path):
-    "The cached pretrained path: a state dict in torchvision's cache (here a random resnet18) is fine-tuned, and the
-    exported learner scores the best epoch of either stage."
+    """The cached pretrained path: a state dict in torchvision's cache (here a random resnet18) is fine-tuned, and the
+    exported learner scores the best epoch of either stage."""
     from mnist_fastai.predict import load_model
     from mnist_fastai.fastdl import fast_dls
     home = tmp_path/'torch'; ck = home/'hub/checkpoints'; ck.mkdir(parents=True)
