@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['N_PIX', 'PIXEL_COLS', 'SAMPLE_FILES', 'DataError', 'fail', 'atomic_open', 'read_raw', 'check_header', 'parse_csv',
            'read_csv', 'find_csv', 'write_csv', 'read_idx', 'write_idx', 'idx2csv', 'sha256', 'make_sample',
-           'set_aside_sample', 'check_file', 'main']
+           'sample_sums', 'set_aside_sample', 'check_file', 'main']
 
 # %% ../nbs/00_data.ipynb #70362a82
-import gzip, hashlib, json, os, re, shutil, sys, tempfile, zipfile, zlib
+import gzip, hashlib, json, os, re, sys, tempfile, zipfile, zlib
 from contextlib import contextmanager
 from pathlib import Path
 import numpy as np
@@ -155,8 +155,7 @@ def _read_odd(body:bytes, # the rows: ASCII, each ending in a newline
     bad = _first_bad(df, lines, kind)
     if bad is None: return df.to_numpy(np.int64)
     r, j, why = bad
-    col, raw = df.columns[j], lines[r].split(',')[j]
-    col = ((['label'] if kind == 'train' else []) + PIXEL_COLS)[col]
+    col, raw = ((['label'] if kind == 'train' else []) + PIXEL_COLS)[j], lines[r].split(',')[j]
     where = f"{name} line {r+2} (row {r+1}), column {col}"
     if not raw.strip().strip('"').strip(): raise DataError(f"{where}: empty field")
     if why == 'range': raise DataError(f"{where}: {raw.strip()} is outside 0..{9 if col == 'label' else 255}")
@@ -166,7 +165,7 @@ def _read_odd(body:bytes, # the rows: ASCII, each ending in a newline
 _TEXT_OK = np.zeros(256, bool)
 _TEXT_OK[[9, 10, 13]] = True; _TEXT_OK[32:127] = True
 
-def _refuse_byte(data:bytes, off:int, name:str, kind:str|None):
+def _refuse_byte(data:bytes, off:int, name:str):
     "Raise a `DataError` naming the line and column of the byte at `off`, which is not plain text."
     line, start = data.count(b'\n', 0, off) + 1, data.rfind(b'\n', 0, off) + 1
     k = data.count(b',', start, off)
@@ -187,7 +186,7 @@ def parse_csv(data:bytes, # the file's bytes
     if data[:2] in (b'\xff\xfe', b'\xfe\xff') or data[1:64:2].count(0) > 24 or data[0:64:2].count(0) > 24:
         raise DataError(f"{name}: UTF-16 text (a spreadsheet's 'Unicode text'?); save it as CSV in UTF-8 or ASCII")
     bad = np.flatnonzero(~_TEXT_OK[np.frombuffer(data, np.uint8)])
-    if len(bad): _refuse_byte(data, int(bad[0]), name, kind)
+    if len(bad): _refuse_byte(data, int(bad[0]), name)
     if b'\r' in data: data = data.replace(b'\r\n', b'\n').replace(b'\r', b'\n')
     data = data.rstrip(b'\n \t') + b'\n'
     nl = data.index(b'\n')
@@ -317,16 +316,21 @@ def make_sample(dest='data', # folder to write train.csv, test.csv, test_labels.
                    'sha256': {n: sha256(dest/n) for n in SAMPLE_FILES}}, f, indent=1)
     return dest
 
+# %% ../nbs/00_data.ipynb #36a605ad
+def sample_sums(data='data', # a folder the built-in sample may have been written into
+               ) -> dict:
+    "The SHA-256 of each file as the built-in sample wrote it into `data` (from its `sample.json`), or {}."
+    try: return dict(json.loads((Path(data)/'sample.json').read_text())['sha256'])
+    except (OSError, ValueError, KeyError, TypeError): return {}
+
 # %% ../nbs/00_data.ipynb #7c69a600
 def set_aside_sample(data='data', # the folder the sample was written into
                      log=print, # where the line saying so goes
                     ) -> list:
     "Move the built-in sample's unchanged files from `data` into `data/sample/`; return the files moved."
-    data = Path(data); marker = data/'sample.json'
-    if not marker.is_file(): return []
-    try: sums = json.loads(marker.read_text())['sha256']
-    except (ValueError, KeyError, TypeError): return []
-    moved = [n for n, h in sums.items() if (data/n).is_file() and sha256(data/n) == h]
+    data = Path(data)
+    if not (data/'sample.json').is_file(): return []
+    moved = [n for n, h in sample_sums(data).items() if (data/n).is_file() and sha256(data/n) == h]
     (data/'sample').mkdir(exist_ok=True)
     for n in moved + ['sample.json']: os.replace(data/n, data/'sample'/n)
     if moved: log(f"moved the built-in sample ({', '.join(moved)}) to {data/'sample'}: {data} is for Kaggle's files now")

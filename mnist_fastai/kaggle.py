@@ -10,7 +10,7 @@ __all__ = ['MAX_TOTAL', 'MAX_RATIO', 'COMPETITION', 'SIGN_IN', 'check_zip', 'saf
 import shutil, stat, subprocess, sys, zipfile
 from pathlib import Path
 from .cli import call_parse, Param
-from .data import DataError, fail, atomic_open, set_aside_sample
+from .data import DataError, fail, atomic_open, find_csv, set_aside_sample
 from .predict import check_submission
 
 # %% ../nbs/06_kaggle.ipynb #9daad6ae
@@ -56,7 +56,7 @@ SIGN_IN = ("sign in with `kaggle auth login`, or create an API token on kaggle.c
 def kaggle_cmd(*args) -> list:
     "The command line that runs the installed kaggle CLI with `args`."
     exe = Path(sys.executable).with_name('kaggle')
-    cmd = [str(exe)] if exe.is_file() else [shutil.which('kaggle')] if shutil.which('kaggle') else [sys.executable, '-m', 'kaggle']
+    cmd = [str(exe)] if exe.is_file() else [w] if (w := shutil.which('kaggle')) else [sys.executable, '-m', 'kaggle']
     return cmd + [str(a) for a in args]
 
 # %% ../nbs/06_kaggle.ipynb #c164d6b4
@@ -107,7 +107,7 @@ def submit(fname='submissions/submission.csv', # the submission file
            log=print, # where progress lines go
           ) -> str:
     "Check a submission, submit it with the kaggle CLI, and return the server's message."
-    n = check_submission(fname, test=test)
+    n = check_submission(fname, test=test or find_csv('data', 'test'))
     log(f"{fname}: ok, {n} rows; submitting to {competition} with the kaggle CLI")
     out = kaggle_cli('competitions', 'submit', competition, '-f', fname, '-m', message)
     lines = [l.strip() for l in out.splitlines() if l.strip()]
@@ -127,5 +127,5 @@ def main(cmd:Param("download: get the competition's files; submit: check and sub
     "Download the Digit Recognizer data, or check and submit a submission, through the kaggle CLI."
     try:
         if cmd == 'download': download(data, competition)
-        else: submit(file, message, test=str(Path(data)/'test.csv') if (Path(data)/'test.csv').exists() else None, competition=competition)
+        else: submit(file, message, test=find_csv(data, 'test'), competition=competition)
     except DataError as e: fail(str(e))

@@ -17,7 +17,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 from fastai.learner import Learner, load_learner
 from .cli import call_parse, Param, store_true
-from .data import DataError, fail, atomic_open, read_raw, read_csv, find_csv, sha256
+from .data import DataError, fail, atomic_open, read_raw, read_csv, find_csv, sha256, sample_sums
 from .dataloaders import test_files
 from .fastdl import fast_test_dl, load_cache
 
@@ -72,14 +72,12 @@ def count_rows(csv) -> int:
     return data.count(b'\n')
 
 def check_submission(fname='submissions/submission.csv', # the submission file
-                     n:int|None=None, # expected rows (default: from `test`)
-                     test=None, # the test CSV to count rows in (default: data/test.csv when it exists)
+                     n:int|None=None, # expected rows (default: those of `test`, if given)
+                     test=None, # the test CSV to count rows in
                     ) -> int:
     "Validate a submission by Kaggle's rules; raise `DataError` naming the first problem, else return its row count."
     fname = Path(fname)
-    if n is None:
-        test = test or find_csv('data', 'test')
-        if test: n = count_rows(test)
+    if n is None and test: n = count_rows(test)
     raw = read_raw(fname)
     if raw.startswith(b'\xef\xbb\xbf'): raw = raw[3:]
     try: text = raw.decode('ascii')
@@ -127,16 +125,14 @@ def answers_for(test, # the test CSV that will be predicted
                 log=print, # where the line about skipped scoring goes
                ) -> Path|None:
     "The answers file to score predictions of `test` against, or None (with a line saying why) if none belongs to it."
-    given, folder = labels is not None, Path(str(test).split('.zip:')[0]).parent
-    labels = Path(labels) if given else folder/'test_labels.csv'
+    given, src = labels is not None, Path(str(test).split('.zip:')[0])     # `test` may be `archive.zip:test.csv`
+    labels = Path(labels) if given else src.parent/'test_labels.csv'
     if not labels.is_file():
         if given: raise DataError(f"{labels}: no such answers file")
         return None
-    if not Path(str(test).split('.zip:')[0]).is_file(): return labels if given else None
-    marker = labels.parent/'sample.json'
-    try: sums = json.loads(marker.read_text())['sha256'] if marker.is_file() else {}
-    except (ValueError, KeyError, TypeError): sums = {}
-    if sums.get('test_labels.csv') == sha256(labels) and (not Path(test).is_file() or sums.get('test.csv') != sha256(test)):
+    if not src.is_file(): return labels if given else None
+    sums = sample_sums(labels.parent)
+    if sums.get('test_labels.csv') == sha256(labels) and (src != Path(test) or sums.get('test.csv') != sha256(test)):
         log(f"not scoring: {labels} holds the built-in sample's answers, and {test} is not the sample's test set "
             f"(python -m mnist_fastai.kaggle download sets the sample aside)")
         return None
@@ -247,8 +243,7 @@ def predict(model='models/model.pkl', # the exported learner, or a list of them 
     t0 = time.time()
     src = Path(source)
     if labels is False: labels = None                  # the caller checked: no answers belong to this test set
-    elif labels is None and src.is_file(): labels = answers_for(src, log=log)
-    elif labels is None: labels = answers_for(Path('data')/'test.csv', log=log) if (Path('data')/'test_labels.csv').is_file() else None
+    elif labels is None: labels = answers_for(src if src.is_file() else Path('data')/'test.csv', log=log)
     elif not Path(labels).is_file(): raise DataError(f"{labels}: no such answers file")
     if probs:
         p, s = average_probs(probs), dict(ensemble=len(probs), members=[str(f) for f in probs])
@@ -297,6 +292,6 @@ def main(model:Param("the exported learner; several: an ensemble, probabilities 
     matplotlib.use('Agg')
     try:
         if leaderboard: return print(_leaderboard())
-        if check: return print(f"{check}: ok, {check_submission(check, test=test)} rows")
+        if check: return print(f"{check}: ok, {check_submission(check, test=test or find_csv('data', 'test'))} rows")
         predict(model, csv or images, out, tta, labels, probs=probs, fast=not png)
     except DataError as e: fail(str(e))

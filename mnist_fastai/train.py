@@ -65,12 +65,10 @@ def download_weights(url:str, # the weights' URL, named `NAME-HASHPREFIX.pth` as
                 if m and not h.hexdigest().startswith(m.group(1)):
                     raise DataError(f"{url}: the file's SHA-256 does not start with {m.group(1)}, as its name says (corrupt download or mirror?)")
     except urllib.error.HTTPError as e: raise DataError(f"could not download {url}: HTTP {e.code} {e.reason}") from None
-    except urllib.error.URLError as e:
-        why = 'no answer for %gs' % timeout if isinstance(e.reason, TimeoutError) else e.reason
-        raise DataError(f"could not download {url}: {why} (offline?)") from None
-    except (TimeoutError, OSError) as e:
-        why = 'no answer for %gs' % timeout if isinstance(e, TimeoutError) else e
-        raise DataError(f"could not download {url}: {why}") from None
+    except OSError as e:                               # URLError (no connection: its `reason`), or a timeout mid-file
+        why = getattr(e, 'reason', e)
+        why = f'no answer for {timeout:g}s' if isinstance(why, TimeoutError) else why
+        raise DataError(f"could not download {url}: {why}" + (' (offline?)' if isinstance(e, urllib.error.URLError) else '')) from None
     return Path(dest)
 
 # %% ../nbs/03_train.ipynb #dcc172f6
