@@ -7,20 +7,19 @@ __all__ = ['machine', 'plain_csv2png', 'bench_csv2png', 'bench_loaders', 'StepCl
            'bench_predict', 'time_to_accuracy', 'targets', 'format_table', 'run_bench', 'main']
 
 # %% ../nbs/08_bench.ipynb #ccd08031
-import mnist_fastai    # first: the package quiets a FutureWarning that fastai's imports raise
-import copy, json, os, platform, shutil, sys, tempfile, time
+from .cli import call_parse, Param, store_true
+from .data import DataError, one_line_errors, atomic_open, find_csv, make_sample, read_csv
+from .csv2png import csv2png
+from .dataloaders import mnist_dls, MNIST_STATS
+from .fastdl import fast_dls, fast_test_dl, load_cache
+from .train import mnist_learner, train
+import copy, json, os, platform, shutil, tempfile, time
 from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
 import fastai, torchvision
 from fastai.vision.all import Callback, CancelFitException, default_device
-from .cli import call_parse, Param, store_true
-from .data import DataError, fail, atomic_open, find_csv, make_sample, read_csv
-from .csv2png import csv2png
-from .dataloaders import mnist_dls, MNIST_STATS
-from .fastdl import fast_dls, fast_test_dl, load_cache
-from .train import mnist_learner, train
 
 # %% ../nbs/08_bench.ipynb #07d2c6da
 def machine(device=None) -> dict:
@@ -65,7 +64,7 @@ def bench_csv2png(data, # folder with train.csv and test.csv
                  ) -> list:
     "Time `csv2png` against `plain_csv2png`, CSVs to PNG tree."
     fns = {'pandas + PIL loop, 1 process': plain_csv2png,
-           'csv2png (ours)': lambda d, o: sum(r['images'] for r in csv2png(d, o, progress=False, log=lambda *a: None))}
+           'csv2png (ours)': lambda d, o: sum(r['images'] for r in csv2png(d, dest=o, progress=False, log=lambda *a: None))}
     best = {k: float('inf') for k in fns}
     for r in range(reps):
         for k in (list(fns) if r % 2 == 0 else list(fns)[::-1]):
@@ -122,9 +121,9 @@ def _steps(per_epoch:int, batches:int) -> tuple:
     warm = min(3, per_epoch - 1)
     return max(1, min(batches, per_epoch - warm)), warm
 
-def fastai_rate(images, fast:bool, bs:int=64, batches:int=40, augment:bool=True, device=None, channels_last=None) -> tuple:
-    "Training images/s of fastai's `fit` on `images`, fed from memory (`fast`) or by the PNG pipeline."
-    learn = mnist_learner(images, bs=bs, models=Path(tempfile.mkdtemp()), fast=fast, channels_last=channels_last,
+def fastai_rate(images, in_memory:bool, bs:int=64, batches:int=40, augment:bool=True, device=None, channels_last=None) -> tuple:
+    "Training images/s of fastai's `fit` on `images`, fed from memory (`in_memory`) or by the PNG pipeline."
+    learn = mnist_learner(images, bs=bs, models=Path(images).parent/'models', in_memory=in_memory, channels_last=channels_last,
                           progress=False, log=None)
     if not augment: learn.dls.train.after_batch.fs = [t for t in learn.dls.train.after_batch.fs if t.split_idx != 0]
     if device is not None: learn.dls.device = torch.device(device); learn.model.to(device)
@@ -160,9 +159,9 @@ def bench_train(images, bs:int=64, batches:int=40, device=None, channels_last:bo
     dev = torch.device(device) if device is not None else default_device()
     cl = (dev.type == 'cuda') if channels_last is None else channels_last
     rows = []
-    for name, fast, aug in [('fastai + PNG pipeline (aug)', False, True), ('fastai + memory (ours, aug)', True, True),
+    for name, in_memory, aug in [('fastai + PNG pipeline (aug)', False, True), ('fastai + memory (ours, aug)', True, True),
                             ('fastai + memory (ours, no aug)', True, False)]:
-        n, t, learn = fastai_rate(images, fast, bs, batches, aug, dev, cl)
+        n, t, learn = fastai_rate(images, in_memory, bs=bs, batches=batches, augment=aug, device=dev, channels_last=cl)
         rows.append(_row('training', name, n, t, channels_last=cl))
     rows.append(_row('training', 'raw PyTorch loop (no aug)', *raw_rate(learn, images, bs, batches, cl), channels_last=cl))
     return rows
@@ -172,11 +171,11 @@ def bench_predict(images, bs:int=256, device=None) -> list:
     "Prediction images/s over `images/test`: fastai's PNG `test_dl` against `fast_test_dl`."
     from mnist_fastai.dataloaders import test_files
     dev = torch.device(device) if device is not None else default_device()
-    learn = mnist_learner(images, models=Path(tempfile.mkdtemp()), progress=False, log=None)
+    learn = mnist_learner(images, models=Path(images).parent/'models', progress=False, log=None)
     load_cache(images, 'test', progress=False, log=None)
     rows = []
     for name, mk in [('fastai PNG test_dl', lambda: learn.dls.test_dl(test_files(images), bs=bs)),
-                     ('in-memory test set (ours)', lambda: fast_test_dl(learn.dls, images, bs=bs, log=None))]:
+                     ('in-memory test set (ours)', lambda: fast_test_dl(learn.dls, images=images, bs=bs, log=None))]:
         dl = mk()
         _sync(dev); t = time.perf_counter()
         with learn.no_bar(): p = learn.get_preds(dl=dl)[0]
@@ -201,7 +200,8 @@ def time_to_accuracy(images, target:float=0.995, epochs:int=8, bs:int=64, device
     old = Learner.fit
     def fit(self, *a, cbs=None, **k): return old(self, *a, cbs=[until] + list(cbs or []), **k)
     Learner.fit = fit                                # add our timer to train()'s own fit
-    try: learn = train(images, epochs=epochs, bs=bs, models=tempfile.mkdtemp(), plots=tempfile.mkdtemp(), log=lambda *a: None, progress=False)
+    run = Path(images).parent/'time_to_accuracy'
+    try: learn = train(images, epochs=epochs, bs=bs, models=run, plots=run, log=lambda *a: None, progress=False)
     finally: Learner.fit = old
     best = max(r['accuracy'] for r in learn.history)
     h = until.hit
@@ -242,7 +242,7 @@ def format_table(rows:list, m:dict) -> str:
 # %% ../nbs/08_bench.ipynb #6640536f
 def run_bench(data='data', # folder with train.csv and test.csv (the built-in sample is written here if none)
               out='bench/results', # folder for the JSON
-              work=None, # scratch folder for the PNG trees (default: a temporary one beside `out`)
+              work=None, # folder to work in (its filesystem is measured too); only what the run creates there is removed
               full:bool=False, # also train to 99.5% validation accuracy
               quick:bool=False, # a few batches per measurement (a smoke test, not a measurement)
               device=None, # default: the GPU if there is one
@@ -255,12 +255,13 @@ def run_bench(data='data', # folder with train.csv and test.csv (the built-in sa
         log(f"no train.csv in {data}: writing the built-in sample there"); make_sample(data)
     dev = torch.device(device) if device is not None else default_device()
     m = machine(dev)
-    work = Path(work or tempfile.mkdtemp(prefix='bench_'))
+    if work: Path(work).mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix='bench_', dir=work))   # our own folder: removed at the end, and nothing else
     nb = 3 if quick else 40
     try:
         rows = bench_csv2png(data, work, reps)
         images = work/'images'
-        csv2png(data, images, progress=False, log=lambda *a: None)
+        csv2png(data, dest=images, progress=False, log=lambda *a: None)
         rows += bench_loaders(images, batches=10 if quick else 150, device=dev)
         rows += bench_train(images, batches=nb, device=dev)
         rows += bench_predict(images, device=dev)
@@ -278,14 +279,13 @@ def run_bench(data='data', # folder with train.csv and test.csv (the built-in sa
 
 # %% ../nbs/08_bench.ipynb #8b3a4c53
 @call_parse
-def main(data:Param("folder with train.csv and test.csv (full size: make_full_mnist_csv.py)", str)='data',
+def main(data:Param("folder with train.csv and test.csv (full size: python -m mnist_fastai.data idx2csv, from MNIST's IDX files)", str)='data',
          out:Param("folder for the JSON results", str)='bench/results',
-         work:Param("scratch folder for the PNG trees (its filesystem is measured too)", str)=None,
+         work:Param("folder to work in (its filesystem is measured too); only what the run creates there is removed", str)=None,
          full:Param("also time training to 99.5% validation accuracy", store_true)=False,
          quick:Param("a few batches per measurement: a smoke test", store_true)=False,
          threads:Param("torch threads (default: torch's choice)", int)=None,
          reps:Param("csv2png repetitions, alternating (disk timings are noisy)", int)=1):
     "Benchmark every step against the plain approach, side by side; print one table and write JSON."
     if threads: torch.set_num_threads(threads)
-    try: run_bench(data, out, work, full, quick, reps=reps)
-    except DataError as e: fail(str(e))
+    with one_line_errors(): run_bench(data, out=out, work=work, full=full, quick=quick, reps=reps)

@@ -7,7 +7,8 @@ __all__ = ['read_png', 'split_files', 'fingerprint', 'cache_path', 'DigitCache',
            'MemDataLoaders', 'ToRGB', 'fast_dls', 'fast_test_dl']
 
 # %% ../nbs/02a_fastdl.ipynb #d277edee
-import mnist_fastai    # first: the package quiets a FutureWarning that fastai's imports raise
+from .data import DataError, atomic_open
+from .dataloaders import VOCAB, MNIST_STATS, train_files, test_files, digit_tfms, Upscale
 import hashlib, os, struct, time, zlib
 from pathlib import Path
 import numpy as np
@@ -17,8 +18,6 @@ from fastcore.foundation import L
 from fastai.vision.all import (Transform, TfmdDL, DataLoaders, Datasets, Categorize, IntToFloatTensor, Normalize, TensorImage,
     TensorImageBW, TensorCategory, RandomSplitter, imagenet_stats, parent_label, set_seed, default_device)
 from fastprogress.fastprogress import progress_bar
-from .data import DataError, atomic_open
-from .dataloaders import VOCAB, MNIST_STATS, train_files, test_files, digit_tfms, Upscale
 
 # %% ../nbs/02a_fastdl.ipynb #690e9be2
 def _fast_png(b:bytes):

@@ -10,8 +10,8 @@ __all__ = ['MAX_TOTAL', 'MAX_RATIO', 'COMPETITION', 'SIGN_IN', 'check_zip', 'saf
 import shutil, stat, subprocess, sys, zipfile
 from pathlib import Path
 from .cli import call_parse, Param
-from .data import DataError, fail, atomic_open, find_csv, set_aside_sample
-from .predict import check_submission
+from .data import UserError, DataError, one_line_errors, atomic_open, find_csv, set_aside_sample
+from .submission import check_submission
 
 # %% ../nbs/06_kaggle.ipynb #9daad6ae
 MAX_TOTAL = 2 << 30     # 2 GiB uncompressed; the real competition data is about 120 MB
@@ -66,18 +66,18 @@ def _gist(text:str) -> str:
     return lines[0] if lines else 'no output'
 
 def kaggle_cli(*args) -> str:
-    "Run the kaggle CLI with `args` and return what it printed; raise `DataError` in one line if it refused."
+    "Run the kaggle CLI with `args` and return what it printed; raise `UserError` in one line if it refused."
     cmd = kaggle_cmd(*args)
     what = 'kaggle ' + ' '.join(map(str, args[:2]))
     try: r = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    except OSError as e: raise DataError(f"could not run the kaggle CLI ({e}); pip install -e . installs it (Python 3.11+)") from None
+    except OSError as e: raise UserError(f"could not run the kaggle CLI ({e}); pip install -e . installs it (Python 3.11+)") from None
     out = r.stdout + '\n' + r.stderr
     if 'No module named kaggle' in r.stderr or "No module named 'kaggle'" in r.stderr:
-        raise DataError(f"the kaggle CLI is not installed here: it needs Python 3.11 or newer (this is "
+        raise UserError(f"the kaggle CLI is not installed here: it needs Python 3.11 or newer (this is "
                         f"{sys.version_info.major}.{sys.version_info.minor}); then pip install -e .")
     if 'Authentication required' in out or 'Invalid credentials' in out or '401 Client Error' in out:
-        raise DataError(f"{what}: Kaggle did not accept the credentials, or there are none: {SIGN_IN}")
-    if r.returncode: raise DataError(f"{what} failed: {_gist(r.stderr or r.stdout)}")
+        raise UserError(f"{what}: Kaggle did not accept the credentials, or there are none: {SIGN_IN}")
+    if r.returncode: raise UserError(f"{what} failed: {_gist(r.stderr or r.stdout)}")
     return r.stdout
 
 # %% ../nbs/06_kaggle.ipynb #261d7b6c
@@ -94,7 +94,7 @@ def download(data='data', # folder to put the competition files in
     try:
         with zipfile.ZipFile(z) as zf: check_zip(zf, str(z))
     except zipfile.BadZipFile as e: raise DataError(f"{z}: not a valid zip file ({e})") from None
-    set_aside_sample(data, log)
+    set_aside_sample(data, log=log)
     files = safe_extract(z, data)
     log(f"extracted {', '.join(str(f) for f in files)}")
     return files
@@ -112,7 +112,7 @@ def submit(fname='submissions/submission.csv', # the submission file
     out = kaggle_cli('competitions', 'submit', competition, '-f', fname, '-m', message)
     lines = [l.strip() for l in out.splitlines() if l.strip()]
     done = [l for l in lines if l.startswith('Successfully submitted')]
-    if not done: raise DataError(f"kaggle competitions submit: {lines[-1] if lines else 'no answer'} (the submission was not made)")
+    if not done: raise UserError(f"kaggle competitions submit: {lines[-1] if lines else 'no answer'} (the submission was not made)")
     for l in lines: log(l)
     log(f"the score appears in a minute or two: kaggle competitions submissions {competition}")
     return done[0]
@@ -125,7 +125,6 @@ def main(cmd:Param("download: get the competition's files; submit: check and sub
          data:Param("download: folder for the competition files; submit: where test.csv is", str)='data',
          competition:Param("the competition on Kaggle", str)=COMPETITION):
     "Download the Digit Recognizer data, or check and submit a submission, through the kaggle CLI."
-    try:
+    with one_line_errors():
         if cmd == 'download': download(data, competition)
         else: submit(file, message, test=find_csv(data, 'test'), competition=competition)
-    except DataError as e: fail(str(e))

@@ -5,32 +5,32 @@
 # %% auto #0
 __all__ = ['OFFLINE_VAR', 'URL_VAR', 'tv_arch', 'weights_url', 'cached_weights', 'download_weights', 'find_weights', 'load_state',
            'Arch', 'KeepBest', 'History', 'rng_state', 'set_rng_state', 'Checkpoint', 'mnist_learner',
-           'use_distributed', 'train_plan', 'plot_history', 'train', 'main']
+           'use_distributed', 'train_plan', 'plot_history', 'setup_processes', 'suggest_lr', 'load_checkpoint',
+           'fit_stages', 'export_learner', 'train', 'pretrained_flag', 'main']
 
 # %% ../nbs/03_train.ipynb #388e29a3
-import mnist_fastai    # first: the package quiets a FutureWarning that fastai's imports raise
+from .cli import call_parse, Param, store_true, bool_arg
+from .data import UserError, DataError, one_line_errors, atomic_path, atomic_open, save_figure
+from .dataloaders import mnist_dls
+from .fastdl import fast_dls
 import hashlib, os, random, re, sys, time, urllib.error, urllib.request
+from contextlib import nullcontext
 from pathlib import Path
 import numpy as np
 import torch, torchvision
 import matplotlib
 import matplotlib.pyplot as plt
-from contextlib import nullcontext
 from fastprogress.fastprogress import progress_bar
 from fastai.vision.all import (vision_learner, accuracy, Callback, SaveModelCallback, TrackerCallback, set_seed,
-    model_meta, ProgressCallback, noop, rank_distrib, num_distrib, patch)
+    model_meta, ProgressCallback, noop, rank_distrib, num_distrib, save_model)
 from fastai.vision.learner import _default_meta
-from .cli import call_parse, Param, store_true, bool_arg
-from .data import DataError, fail, atomic_open
-from .dataloaders import mnist_dls
-from .fastdl import fast_dls
 
 # %% ../nbs/03_train.ipynb #f225fd3c
 def tv_arch(arch:str): # a torchvision classification model name, e.g. 'resnet18'
     "The torchvision model function called `arch`."
     fn = getattr(torchvision.models, arch, None)
     if not (callable(fn) and arch.islower() and arch in torchvision.models.list_models(torchvision.models)):
-        raise DataError(f"--arch {arch}: not a torchvision classification model (try resnet18, resnet34, resnet50)")
+        raise UserError(f"--arch {arch}: not a torchvision classification model (try resnet18, resnet34, resnet50)")
     return fn
 
 # %% ../nbs/03_train.ipynb #ac5313b8
@@ -85,12 +85,12 @@ def find_weights(arch:str='resnet18', # torchvision model name
     p = cached_weights(arch)
     if p.is_file(): return p, f"starting from ImageNet weights {p}"
     if os.environ.get(OFFLINE_VAR):
-        if pretrained: raise DataError(f"--pretrained: no ImageNet weights for {arch} at {p}, and {OFFLINE_VAR} forbids downloading them; "
+        if pretrained: raise UserError(f"--pretrained: no ImageNet weights for {arch} at {p}, and {OFFLINE_VAR} forbids downloading them; "
                                        f"copy {p.name} there, or pass --weights FILE")
         return None, f"no ImageNet weights for {arch} at {p} ({OFFLINE_VAR} is set): training from scratch"
     try: download_weights(weights_url(arch), p, progress=progress)
     except DataError as e:
-        if pretrained: raise DataError(f"--pretrained: {e}; copy {p.name} to {p.parent}, or pass --weights FILE") from None
+        if pretrained: raise UserError(f"--pretrained: {e}; copy {p.name} to {p.parent}, or pass --weights FILE") from None
         return None, f"{e}: training {arch} from scratch"
     return p, f"downloaded ImageNet weights to {p}; starting from them"
 
@@ -122,6 +122,7 @@ class _Resumable(Callback):
     skip = 0
     def skipped(self): return self.epoch < self.skip
 
+# %% ../nbs/03_train.ipynb #0ff0ea67
 class KeepBest(SaveModelCallback):
     "`SaveModelCallback` that keeps the best epoch across several fits, saves atomically and ignores skipped epochs."
     skip = 0
@@ -139,10 +140,11 @@ class KeepBest(SaveModelCallback):
         if self.new_best: self._save(self.fname)
     def _save(self, name):
         if rank_distrib(): return                    # in a multi-process run only the main process writes
-        tmp = self.learn.save(f'.{name}.tmp', with_opt=self.with_opt)
-        os.replace(tmp, tmp.with_name(f'{name}.pth'))
-        self.last_saved_path = tmp.with_name(f'{name}.pth')
+        dest = self.learn.path/self.learn.model_dir/f'{name}.pth'
+        with atomic_path(dest) as tmp: save_model(tmp, self.learn.model, getattr(self.learn, 'opt', None), with_opt=self.with_opt)
+        self.last_saved_path = dest
 
+# %% ../nbs/03_train.ipynb #0ff0ea68
 class History(_Resumable):
     "Record every epoch's losses and metrics; rewrite `fname` (CSV) after each epoch; `log` a line per epoch if given."
     order = 65
@@ -204,7 +206,7 @@ def mnist_learner(images='images', # the PNG tree written by csv2png
                   valid_pct:float=0.2, # fraction held out for validation
                   models='models', # folder for checkpoints
                   mixed_precision:bool|None=None, # default: on when training on a GPU
-                  fast:bool=True, # serve batches from the in-memory cache (`fastdl`), else fastai's PNG pipeline
+                  in_memory:bool=True, # serve batches from the in-memory cache (`fastdl`), else fastai's PNG pipeline
                   channels_last:bool|None=None, # channels-last memory format (default: on a GPU)
                   progress:bool=True, # progress bar if the cache has to be built
                   log=print, # where the line about building the cache goes
@@ -212,7 +214,7 @@ def mnist_learner(images='images', # the PNG tree written by csv2png
                  ):
     "A fastai `Learner` for the digits: `arch` with fastai's head, accuracy as its metric."
     ch = 3 if weights else 1
-    dls = (fast_dls(images, valid_pct=valid_pct, seed=seed, bs=bs, channels=ch, progress=progress, log=log, size=size) if fast
+    dls = (fast_dls(images, valid_pct=valid_pct, seed=seed, bs=bs, channels=ch, progress=progress, log=log, size=size) if in_memory
            else mnist_dls(images, valid_pct=valid_pct, seed=seed, bs=bs, channels=ch, size=size))
     set_seed(seed, reproducible=True)
     learn = vision_learner(dls, Arch(arch, weights), pretrained=weights is not None, n_in=dls.one_batch()[0].shape[1],
@@ -259,11 +261,93 @@ def plot_history(rows:list, # `History.rows`
     a2.plot(ep, [100*r['accuracy'] for r in rows], 'o-', color='C2')
     a2.set_xlabel('epoch'); a2.set_ylabel('%'); a2.set_title(f"validation accuracy (best {100*max(r['accuracy'] for r in rows):.2f}%)")
     fig.tight_layout()
-    if fname:
-        with atomic_open(fname) as f: fig.savefig(f, format='png', dpi=100)
+    if fname: save_figure(fig, fname)
     return fig
 
 # %% ../nbs/03_train.ipynb #cd3f5d94
+def setup_processes(log=print, # where the main process's lines go
+                   ) -> tuple:
+    "`(distributed, main, log)`: fastai's distributed support started if this is one of several processes; only the main one logs."
+    dist, main = num_distrib() > 1, rank_distrib() == 0
+    if dist:
+        use_distributed()
+        if torch.cuda.is_available(): torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
+    return dist, main, (log if main else lambda *a, **k: None)
+
+# %% ../nbs/03_train.ipynb #cd3f5d97
+def suggest_lr(learn, # the learner, before training
+               plots='images', # folder for `lr_find.png`
+               log=print, # where the line with the suggestion goes
+              ) -> float:
+    "Run fastai's `lr_find`, save its plot to `plots/lr_find.png`, and return the suggested learning rate."
+    sug = learn.lr_find(show_plot=True)
+    save_figure(plt.gcf(), Path(plots)/'lr_find.png')
+    log(f"lr_find suggests {sug.valley:.2e} (plot: {Path(plots)/'lr_find.png'})")
+    return sug.valley
+
+# %% ../nbs/03_train.ipynb #cd3f5d99
+def load_checkpoint(fname, # the checkpoint `Checkpoint` writes (`models/last.pth`)
+                    settings:dict, # the settings of the run about to start
+                    log=print, # where the line about resuming goes
+                   ) -> dict|None:
+    "The checkpoint in `fname` if a run with these `settings` left one, else None; a `UserError` if another run's is there."
+    fname = Path(fname)
+    if not fname.is_file():
+        log(f"nothing to resume in {fname.parent}: starting from the beginning")
+        return None
+    ck = torch.load(fname, map_location='cpu', weights_only=False)   # our own checkpoint, written by `Checkpoint`
+    if ck.get('settings') != settings:
+        raise UserError(f"{fname}: saved by a run with other settings ({ck.get('settings')}); rerun with those, or without --resume")
+    log(f"resuming from {fname}: stage {ck['stage']+1}, epoch {ck['epoch']+1} of {ck['n_epoch']} done")
+    return ck
+
+# %% ../nbs/03_train.ipynb #cd3f5d9c
+def fit_stages(learn, # the learner
+               stages:list, # from `train_plan`
+               history:History, # collects the epochs (and holds those of a resumed run)
+               keep:KeepBest, # keeps the best epoch
+               ck_file, # where `Checkpoint` saves after every epoch
+               settings:dict, # saved with the checkpoint
+               ck:dict|None=None, # a checkpoint to resume from (`load_checkpoint`)
+               distributed:bool=False, # run inside fastai's `distrib_ctx`
+              ) -> list:
+    "Train through `stages` with `fit_one_cycle`, resuming from `ck` if given; return the history's rows."
+    dev = learn.dls.device
+    for i, st in enumerate(stages):
+        if ck and i < ck['stage']: continue
+        learn.freeze() if st['freeze'] else learn.unfreeze()
+        start = 0
+        if ck and i == ck['stage']:
+            start = ck['epoch'] + 1
+            learn.create_opt(); learn.model.load_state_dict(ck['model']); learn.opt.load_state_dict(ck['opt'])
+            set_rng_state(learn, ck['rng'])
+            if start >= st['n']: continue
+        history.skip = keep.skip = start
+        history.stage = i + 1
+        cp = Checkpoint(ck_file, settings, i, history, keep, smooth=ck['smooth'] if ck and i == ck['stage'] else None)
+        cp.skip = start
+        with learn.distrib_ctx(sync_bn=dev.type == 'cuda', cpu=dev.type == 'cpu') if distributed else nullcontext():
+            learn.fit_one_cycle(st['n'], st['lr'], cbs=[keep, history, cp], start_epoch=start, **st['kw'])
+    return history.rows
+
+# %% ../nbs/03_train.ipynb #cd3f5d9e
+def export_learner(learn, # a trained learner, with `history` and `train_settings`
+                   models='models', # folder for the exported learner
+                   export:str='model.pkl', # its file name
+                   plots='images', # folder with the training log, for the plot
+                   log=print, # where the closing line goes
+                  ) -> Path:
+    "Plot the history, export `learn` atomically to `models/export`, remove the run's checkpoint; return the export's path."
+    models, plots = Path(models), Path(plots)
+    plot_history(learn.history, plots/'training.png'); plt.close('all')
+    with atomic_path(models/export) as tmp: learn.export(tmp.absolute())
+    (models/'last.pth').unlink(missing_ok=True)
+    best = max(learn.history, key=lambda r: r['accuracy'])
+    log(f"best validation accuracy {100*best['accuracy']:.2f}% (epoch {best['epoch']+1}); "
+        f"exported {models/export}; log {plots/'training_log.csv'}, plot {plots/'training.png'}")
+    return models/export
+
+# %% ../nbs/03_train.ipynb #cd3f5da0
 def train(images='images', # the PNG tree written by csv2png
           arch:str='resnet18', # torchvision model name
           epochs:int=8, # epochs (after the frozen one, when fine-tuning)
@@ -271,7 +355,7 @@ def train(images='images', # the PNG tree written by csv2png
           bs:int=64, # batch size
           seed:int=42, # random seed
           valid_pct:float=0.2, # fraction held out for validation
-          pretrained:bool|None=None, # True: require ImageNet weights; False: from scratch; None: use them if cached
+          pretrained:bool|None=None, # True: require ImageNet weights; False: from scratch; None: use them if they can be had
           weights=None, # a weights file to start from
           lr_find:bool=False, # run the learning-rate finder first
           models='models', # folder for the checkpoint and the exported learner
@@ -280,73 +364,44 @@ def train(images='images', # the PNG tree written by csv2png
           log=print, # where progress lines go
           progress:bool=True, # fastai's progress bars (else one line per epoch to `log`)
           resume:bool=False, # continue from `models/last.pth` if an earlier run with the same settings left one
-          fast:bool=True, # batches from the in-memory cache (else fastai's PNG pipeline)
+          in_memory:bool=True, # batches from the in-memory cache (else fastai's PNG pipeline)
           channels_last:bool|None=None, # channels-last memory format (default: on a GPU)
           size:int=28, # side of the images the model sees (upscaled per batch when above 28)
          ):
     "Train on `images/train`, keep the best epoch, export to `models/export`; return the `Learner`."
-    dist, main = num_distrib() > 1, rank_distrib() == 0
-    if dist and not main: log = lambda *a, **k: None  # one voice: the main process's
-    if dist:
-        use_distributed()
-        if torch.cuda.is_available(): torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
+    dist, main, log = setup_processes(log)
     w, msg = find_weights(arch, pretrained, weights, progress=progress and main)
     log(msg)
-    learn = mnist_learner(images, arch, w, bs, seed, valid_pct, models, fast=fast, channels_last=channels_last,
-                          progress=progress, log=log, size=size)
+    learn = mnist_learner(images, arch=arch, weights=w, bs=bs, seed=seed, valid_pct=valid_pct, models=models, in_memory=in_memory,
+                          channels_last=channels_last, progress=progress, log=log, size=size)
     dev = learn.dls.device
     log(f"training {arch} on {torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'the CPU'}"
         f"{' with mixed precision' if any(type(c).__name__ == 'MixedPrecision' for c in learn.cbs) else ''}: "
         f"{len(learn.dls.train_ds)} train / {len(learn.dls.valid_ds)} valid images, bs {bs}, seed {seed}, "
-        f"{'batches from memory' if fast else 'PNG pipeline'}" + (f", {num_distrib()} processes" if dist else ''))
-    plots, models = Path(plots), Path(models)
-    if lr_find:
-        sug = learn.lr_find(show_plot=True)
-        with atomic_open(plots/'lr_find.png') as f: plt.gcf().savefig(f, format='png', dpi=100)
-        log(f"lr_find suggests {sug.valley:.2e} (plot: {plots/'lr_find.png'})")
-        lr = lr or sug.valley
+        f"{'batches from memory' if in_memory else 'PNG pipeline'}" + (f", {num_distrib()} processes" if dist else ''))
+    if lr_find: lr = lr or suggest_lr(learn, plots, log)
     settings = dict(arch=arch, epochs=epochs, lr=lr or (2e-3 if w else 3e-3), bs=bs, seed=seed, valid_pct=valid_pct,
-                    weights=str(w) if w else 'scratch', data='memory' if fast else 'png', size=size)
+                    weights=str(w) if w else 'scratch', data='memory' if in_memory else 'png', size=size)
     if dist: settings['processes'] = num_distrib()
-    ck_file, ck = models/'last.pth', None
-    if resume and ck_file.is_file():
-        ck = torch.load(ck_file, map_location='cpu', weights_only=False)   # our own checkpoint, written by this function
-        if ck.get('settings') != settings:
-            raise DataError(f"{ck_file}: saved by a run with other settings ({ck.get('settings')}); rerun with those, or without --resume")
-        log(f"resuming from {ck_file}: stage {ck['stage']+1}, epoch {ck['epoch']+1} of {ck['n_epoch']} done")
-    elif resume: log(f"nothing to resume in {models}: starting from the beginning")
-    hist = History(plots/'training_log.csv', log=None if progress else log, rows=ck['rows'] if ck else None)
+    ck_file = Path(models)/'last.pth'
+    ck = load_checkpoint(ck_file, settings, log) if resume else None
+    hist = History(Path(plots)/'training_log.csv', log=None if progress else log, rows=ck['rows'] if ck else None)
     keep = KeepBest(best=ck['best'] if ck else None)
     if not progress: learn.remove_cbs([ProgressCallback]); learn.logger = noop
     set_seed(seed, reproducible=True)
-    for i, st in enumerate(train_plan(w is not None, epochs, settings['lr'])):
-        start = 0
-        if ck and i < ck['stage']: continue
-        if st['freeze']: learn.freeze()
-        else: learn.unfreeze()
-        if ck and i == ck['stage']:
-            start = ck['epoch'] + 1
-            learn.create_opt(); learn.model.load_state_dict(ck['model']); learn.opt.load_state_dict(ck['opt'])
-            set_rng_state(learn, ck['rng'])
-            if start >= st['n']: continue
-        for cb in (hist, keep): cb.skip = start
-        hist.stage = i + 1
-        cp = Checkpoint(ck_file, settings, i, hist, keep, smooth=ck['smooth'] if ck and i == ck['stage'] else None); cp.skip = start
-        with learn.distrib_ctx(sync_bn=dev.type == 'cuda', cpu=dev.type == 'cpu') if dist else nullcontext():
-            learn.fit_one_cycle(st['n'], st['lr'], cbs=[keep, hist, cp], start_epoch=start, **st['kw'])
-    best = max(hist.rows, key=lambda r: r['accuracy'])
-    learn.train_settings = dict(settings, valid_accuracy=round(best['accuracy'], 5))
-    learn.history = hist.rows
-    if not main: return learn
-    ck_file.unlink(missing_ok=True)                  # the run is complete: nothing left to resume
-    plot_history(hist.rows, plots/'training.png'); plt.close('all')
-    models.mkdir(parents=True, exist_ok=True)
-    tmp = (models/f'.{export}.tmp').absolute()
-    learn.export(tmp)
-    os.replace(tmp, models/export)
-    log(f"best validation accuracy {100*best['accuracy']:.2f}% (epoch {best['epoch']+1}); "
-        f"exported {models/export}; log {plots/'training_log.csv'}, plot {plots/'training.png'}")
+    rows = fit_stages(learn, train_plan(w is not None, epochs, settings['lr']), hist, keep, ck_file, settings, ck=ck, distributed=dist)
+    learn.train_settings = dict(settings, valid_accuracy=round(max(r['accuracy'] for r in rows), 5))
+    learn.history = rows
+    if main: export_learner(learn, models, export, plots, log)
     return learn
+
+# %% ../nbs/03_train.ipynb #9eca9a9a
+def pretrained_flag(pretrained:bool, # `--pretrained`: ImageNet weights are required
+                    scratch:bool, # `--scratch`: never use them
+                   ) -> bool|None:
+    "The `pretrained` argument of `train` for the two flags: True, False, or None (use the weights if they can be had)."
+    if pretrained and scratch: raise UserError("--pretrained and --scratch contradict each other")
+    return True if pretrained else False if scratch else None
 
 # %% ../nbs/03_train.ipynb #9eca9a9b
 @call_parse
@@ -370,8 +425,7 @@ def main(images:Param("the PNG tree written by csv2png", str)='images',
          size:Param("side of the images the model sees (upscaled per batch above 28)", int)=28):
     "Fine-tune (or train from scratch) a resnet on images/train with fit_one_cycle and export the learner."
     matplotlib.use('Agg')
-    if pretrained and scratch: fail("--pretrained and --scratch contradict each other")
-    try: train(images, arch, epochs, lr, bs, seed, valid_pct, True if pretrained else (False if scratch else None),
-               weights, lr_find, models, plots, export, progress=sys.stdout.isatty(), resume=resume, fast=not png,
-               channels_last=channels_last, size=size)
-    except DataError as e: fail(str(e))
+    with one_line_errors():
+        train(images, arch=arch, epochs=epochs, lr=lr, bs=bs, seed=seed, valid_pct=valid_pct, pretrained=pretrained_flag(pretrained, scratch),
+              weights=weights, lr_find=lr_find, models=models, plots=plots, export=export, progress=sys.stdout.isatty(), resume=resume,
+              in_memory=not png, channels_last=channels_last, size=size)

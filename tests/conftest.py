@@ -1,5 +1,5 @@
 "Shared fixtures: tiny real data made in temp dirs, and a helper to run the CLIs as a user would."
-import os, subprocess, sys, tempfile
+import atexit, os, shutil, subprocess, sys, tempfile
 from pathlib import Path
 import numpy as np
 import pytest
@@ -7,6 +7,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 EMPTY_TORCH_HOME = Path(tempfile.mkdtemp(prefix='torch_home_'))   # no cached ImageNet weights, whatever this machine has
+atexit.register(shutil.rmtree, EMPTY_TORCH_HOME, True)
 os.environ.setdefault('MNIST_FASTAI_OFFLINE', '1')                 # tests never download weights, unless one says so
 
 def run(*args, cwd=None, env=None, timeout=600):

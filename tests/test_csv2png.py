@@ -70,4 +70,4 @@ def test_errors_write_nothing(sample, tmp_path):
 def test_unwritable_destination(sample, tmp_path):
     (tmp_path/'ro').write_text('a file where the images folder should be')
     r = c2p(sample, tmp_path/'ro')
-    assert r.returncode == 2 and 'Traceback' not in r.stderr and 'ro' in r.stderr
+    assert_one_line_error(r, f"{tmp_path/'ro'}: ")

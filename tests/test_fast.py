@@ -130,6 +130,8 @@ def test_pipeline_ensemble(tree, tmp_path):
     assert ens['seed'] == [42, 43] and ens['bs'] == 32 and ens['size'] == 28 and ens['valid_pct'] == 0.2
 
 def test_bench_cli(tree, tmp_path):
+    "The bench works inside --work and removes only what it made there."
+    (tmp_path/'w').mkdir(); (tmp_path/'w/keep.txt').write_text('the user\'s file')
     r = run('-m', 'mnist_fastai.bench', '--data', tree/'data', '--out', tmp_path, '--quick', '--work', tmp_path/'w', cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     res = json.loads((tmp_path/'bench-cpu-quick.json').read_text())
@@ -137,4 +139,4 @@ def test_bench_cli(tree, tmp_path):
     names = [x['name'] for x in res['results']]
     assert 'raw PyTorch loop (no aug)' in names and 'in-memory cache (ours)' in names
     assert 'ratio' in r.stdout and 'machine:' in r.stdout
-    assert not (tmp_path/'w').exists()
+    assert [o.name for o in (tmp_path/'w').iterdir()] == ['keep.txt']

@@ -209,7 +209,7 @@ def test_the_samples_answers_are_refused_up_front(tmp_path, sample):
 def test_answers_are_checked_against_their_own_test_set(tmp_path, monkeypatch):
     "Answers beside another folder's test.csv are counted against that test.csv, not against ./data's."
     from mnist_fastai.data import make_sample
-    from mnist_fastai.predict import answers_for
+    from mnist_fastai.submission import answers_for
     monkeypatch.chdir(tmp_path)
     make_sample('data', n_test=100, n_train=300)
     make_sample('other', n_test=200, n_train=300, seed=3)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from hypothesis import given, settings, strategies as st, HealthCheck, event
 from mnist_fastai.data import DataError, parse_csv, PIXEL_COLS
-from mnist_fastai.predict import check_submission, read_labels
+from mnist_fastai.submission import check_submission, read_labels
 
 SETTINGS = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

@@ -63,17 +63,23 @@ def test_two_csv2png_at_once(big, tmp_path):
     assert tree(tmp_path/'both') == tree(big/'ref')
 
 def test_disk_full_is_one_line(big, tmp_path, monkeypatch, capsys):
+    "The disk fills up after 299 images: the kernel's own ENOSPC (the 300th file's descriptor is pointed at /dev/full)."
+    import builtins
     import mnist_fastai.csv2png as c2p
-    real, n = os.write, [0]
-    def write(fd, b):
-        n[0] += 1
-        return real(fd, b if n[0] < 300 else b[:7])    # the disk fills up after 300 files
-    monkeypatch.setattr(os, 'write', write)
+    real, n = builtins.open, [0]
+    def open_(f, mode='r', *a, **k):
+        fh = real(f, mode, *a, **k)
+        if 'x' in mode and str(f).endswith('.tmp'):
+            n[0] += 1
+            if n[0] >= 300:
+                full = os.open('/dev/full', os.O_WRONLY); os.dup2(full, fh.fileno()); os.close(full)
+        return fh
+    monkeypatch.setattr(builtins, 'open', open_)
     with pytest.raises(SystemExit) as e: c2p.main(data=str(big/'data'), dest=str(tmp_path/'images'), workers=1)   # the CLI's function, in-process
     monkeypatch.undo()
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith('error: ') and 'short write (disk full?)' in err[0]
+    assert len(err) == 1 and err[0].startswith('error: ') and 'No space left on device' in err[0], err
     x, y = read_csv(big/'data/train.csv')
     files = list((tmp_path/'images').rglob('*.png'))
     assert len(files) == 299 and not list((tmp_path/'images').rglob('.*.tmp'))
@@ -113,14 +119,38 @@ def test_resume_refuses_other_settings(tiny):
     assert_one_line_error(run('-m', 'mnist_fastai.train', '--epochs', '4', '--bs', '32', '--models', 'm2', '--plots', 'p2', '--resume', cwd=d),
                           'm2/last.pth: saved by a run with other settings')
 
+# A SIGKILL at a chosen instant, not after a guessed delay: the process kills itself from inside `open` (just after
+# the file it writes the submission to is opened) or from inside `os.replace` (the whole file written, not yet renamed).
+KILL_AT = """import builtins, os, runpy, signal, sys
+where, name = sys.argv[1], sys.argv[2]
+real_open, real_replace = builtins.open, os.replace
+def kill(): os.kill(os.getpid(), signal.SIGKILL)
+def open_(f, mode='r', *a, **k):
+    fh = real_open(f, mode, *a, **k)
+    if where == 'open' and ('w' in mode or 'x' in mode) and name in os.path.basename(str(f)): kill()
+    return fh
+def replace_(a, b, **k):
+    if where == 'rename' and os.path.basename(str(b)) == name: kill()
+    return real_replace(a, b, **k)
+builtins.open, os.replace = open_, replace_
+sys.argv = ['predict'] + sys.argv[3:]
+runpy.run_module('mnist_fastai.predict', run_name='__main__')
+"""
+
 def test_predict_sigkill(tiny):
+    "Killed while writing the submission, or after writing it but before the rename: the old submission is untouched."
     d = tiny
-    for delay in (1.0, 2.5, 4.0):
-        (d/'k.csv').unlink(missing_ok=True)
-        p = popen('-m', 'mnist_fastai.predict', '--model', 'mref/model.pkl', '--out', 'k.csv', cwd=d)
-        time.sleep(delay); p.send_signal(signal.SIGKILL); p.wait()
-        assert not (d/'k.csv').exists() or (d/'k.csv').read_bytes() == (d/'ref.csv').read_bytes()
-        assert not list(d.glob('.k.csv*'))
+    for where in ('open', 'rename'):
+        (d/'k.csv').write_text('the previous submission\n')
+        p = subprocess.run([sys.executable, '-c', KILL_AT, where, 'k.csv', '--model', 'mref/model.pkl', '--out', 'k.csv'], cwd=d,
+                           env=dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND='Agg', TORCH_HOME=str(EMPTY_TORCH_HOME)),
+                           capture_output=True, text=True, timeout=600)
+        assert p.returncode == -signal.SIGKILL, (where, p.returncode, p.stderr)
+        assert (d/'k.csv').read_text() == 'the previous submission\n', where
+        tmp = list(d.glob('.k.csv.*.tmp'))                # what the killed process was writing, under its temporary name
+        assert len(tmp) == 1, where
+        if where == 'rename': assert tmp[0].read_bytes() == (d/'ref.csv').read_bytes()
+        tmp[0].unlink()
     assert run('-m', 'mnist_fastai.predict', '--model', 'mref/model.pkl', '--out', 'k.csv', cwd=d).returncode == 0
     assert (d/'k.csv').read_bytes() == (d/'ref.csv').read_bytes()
 

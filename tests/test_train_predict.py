@@ -104,13 +104,31 @@ def test_predict_errors(project, tmp_path):
     assert_one_line_error(run('-m', 'mnist_fastai.predict', '--images', tmp_path, cwd=project), 'no test PNGs')
 
 def test_baselines(project):
-    for method in ('majority', 'knn'):
+    acc = {}
+    for method in ('majority', 'knn', 'mlp'):
         r = run('-m', 'mnist_fastai.baseline', '--method', method, cwd=project)
         assert r.returncode == 0, r.stderr
         assert f'{method} baseline: wrote submissions/baseline_{method}.csv' in r.stdout
-    acc = float(r.stdout.split('local accuracy ')[1].split('%')[0])
-    assert acc > 70        # kNN on 300 real digits
-    assert 'baseline_knn.csv' in (project/'submissions/scores.csv').read_text()
+        acc[method] = float(r.stdout.split('local accuracy ')[1].split('%')[0])
+    assert acc['knn'] > 70 and acc['mlp'] > 70 and acc['majority'] < 20      # on 300 real digits
+    import csv
+    rows = {r['file']: r for r in csv.DictReader(open(project/'submissions/scores.csv'))}
+    assert float(rows['submissions/baseline_mlp.csv']['seconds']) >= 0 and 'mlp' in rows['submissions/baseline_mlp.csv']['settings']
+
+def test_predict_scores_only_answers_that_belong(project, tmp_path):
+    """A PNG tree made from another test CSV is predicted but not scored against data/test_labels.csv (the old code
+    scored it and failed after writing the submission); answers named explicitly for another test set fail up front."""
+    lines = (project/'data/test.csv').read_text().splitlines(keepends=True)
+    (tmp_path/'other').mkdir(); (tmp_path/'other/test.csv').write_text(''.join(lines[:41]))
+    assert run('-m', 'mnist_fastai.csv2png', '--data', tmp_path/'other', '--dest', tmp_path/'images', cwd=project).returncode == 0
+    r = run('-m', 'mnist_fastai.predict', '--images', tmp_path/'images', '--out', tmp_path/'other.csv', cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert f'wrote {tmp_path}/other.csv (40 rows, checked)' in r.stdout and 'local accuracy' not in r.stdout
+    r = run('-m', 'mnist_fastai.predict', '--images', tmp_path/'images', '--labels', 'data/test_labels.csv', '--out', tmp_path/'x.csv', cwd=project)
+    assert_one_line_error(r, f'data/test_labels.csv: 100 answers, but {tmp_path}/images has 40 test images')
+    assert not (tmp_path/'x.csv').exists()
+    # the tree made from data/test.csv is still scored against the answers beside it
+    assert 'local accuracy' in run('-m', 'mnist_fastai.predict', '--out', tmp_path/'same.csv', cwd=project).stdout
 
 def test_pipeline_builds_sample_when_no_data(tmp_path):
     r = run('-m', 'mnist_fastai.pipeline', '--epochs', '1', cwd=tmp_path)

@@ -1,0 +1,71 @@
+"The house rules that keep modules in their rooms: light commands stay light, one atomic writer, one quiet import."
+import ast, subprocess, sys, tracemalloc
+from pathlib import Path
+import numpy as np
+from conftest import run, ROOT
+from mnist_fastai.data import make_sample, write_csv, parse_csv
+
+PKG = ROOT/'mnist_fastai'
+
+# Runs a command's module as `python -m` does, and reports at exit which heavy packages the command imported.
+HEAVY = """import atexit, runpy, sys
+atexit.register(lambda: print('HEAVY', sorted(m for m in ('torch', 'fastai', 'torchvision') if m in sys.modules)))
+sys.argv = [sys.argv[1]] + sys.argv[2:]
+runpy.run_module(sys.argv[0], run_name='__main__')
+"""
+
+def test_light_commands_import_neither_torch_nor_fastai(tmp_path):
+    "Checking or submitting a CSV, the leaderboard and the baselines never load torch or fastai."
+    make_sample(tmp_path/'data', n_test=100, n_train=300)
+    sub = tmp_path/'sub.csv'; sub.write_text('ImageId,Label\n' + ''.join(f'{i},{i % 10}\n' for i in range(1, 101)))
+    cmds = [['mnist_fastai.predict', '--check', sub], ['mnist_fastai.predict', '--leaderboard'],
+            ['mnist_fastai.baseline', '--method', 'majority'],
+            ['mnist_fastai.kaggle', 'submit', 'nope.csv'],               # refused by the check, before the kaggle CLI runs
+            ['mnist_fastai.data', 'check', 'data/test.csv']]
+    for cmd in cmds:
+        r = run('-c', HEAVY, *cmd, cwd=tmp_path)
+        assert r.stdout.strip().splitlines()[-1] == 'HEAVY []', (cmd, r.stdout, r.stderr)
+    r = run('-c', HEAVY, 'mnist_fastai.train', '--help', cwd=tmp_path)     # the probe does see a heavy command
+    assert "HEAVY ['fastai', 'torch', 'torchvision']" in r.stdout, r.stdout
+
+def test_one_atomic_writer():
+    "Files are renamed into place in one function only (`data.atomic_path`); every other writer goes through it."
+    found = set()
+    for f in sorted(PKG.glob('*.py')):
+        for fn in ast.walk(ast.parse(f.read_text())):
+            if not isinstance(fn, ast.FunctionDef): continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ('replace', 'rename') \
+                   and isinstance(node.func.value, ast.Name) and node.func.value.id == 'os':
+                    found.add((f.name, fn.name))
+    assert found == {('data.py', 'atomic_path'), ('data.py', 'set_aside_sample')}, found   # the second moves files, writes none
+    assert 'mkstemp' not in ''.join(f.read_text() for f in PKG.glob('*.py'))
+
+def test_exported_functions_are_small():
+    "No function or method in the package has a body (its signature and documented parameters aside) over 40 lines."
+    long = [(f.name, node.name, node.end_lineno - node.body[0].lineno + 1) for f in sorted(PKG.glob('*.py'))
+            for node in ast.walk(ast.parse(f.read_text())) if isinstance(node, ast.FunctionDef)
+            and node.end_lineno - node.body[0].lineno + 1 > 40]
+    assert not long, long
+
+def test_fastai_import_warning_quiet_in_every_module():
+    "The FutureWarning fastai's import raises under torch 2.14 is silenced by the package itself, for any of its modules."
+    for mod in ('train', 'predict', 'fastdl', 'dataloaders', 'bench', 'pipeline'):
+        r = subprocess.run([sys.executable, '-W', 'default', '-c', f'import mnist_fastai.{mod}, mnist_fastai.train'],
+                           capture_output=True, text=True, cwd=ROOT)
+        assert r.returncode == 0, r.stderr
+        assert 'torch.jit.script' not in r.stderr, (mod, r.stderr)
+
+def test_parse_csv_memory_does_not_grow_with_the_file(tmp_path):
+    "Beyond its result, parsing needs one block's temporaries (about 40 MB), whatever the file's size; not whole-file copies."
+    rng, extra = np.random.default_rng(0), []
+    for n in (3000, 12000):                                   # 8 MB and 32 MB of CSV
+        write_csv(tmp_path/'t.csv', rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n))
+        data = (tmp_path/'t.csv').read_bytes()
+        tracemalloc.start()
+        x, y = parse_csv(data, 't.csv')
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert x.shape == (n, 28, 28)
+        extra.append((peak - n * 785) / 2**20)                # beyond the parsed rows
+    assert extra[1] < 48 and extra[1] - extra[0] < 4, extra
