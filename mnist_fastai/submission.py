@@ -10,7 +10,7 @@ __all__ = ['SCORE_COLS', 'write_submission', 'count_rows', 'check_submission', '
 import csv, io, json, re, time
 from pathlib import Path
 import numpy as np
-from .data import DataError, atomic_open, read_raw, sha256, sample_sums
+from .data import DataError, atomic_open, csv_file, read_raw, sha256, sample_sums
 
 # %% ../nbs/00a_submission.ipynb #d8414a01
 def write_submission(labels, # predicted digit for ImageId 1, 2, ...
@@ -83,7 +83,7 @@ def answers_for(test, # the test CSV that will be predicted (or `archive.zip:tes
                 log=print, # where the line about skipped scoring goes
                ) -> Path|None:
     "The answers file to score predictions of `test` against, or None (with a line saying why) if none belongs to it."
-    given, src = labels is not None, Path(str(test).split('.zip:')[0])
+    given, src = labels is not None, csv_file(test)
     labels = Path(labels) if given else src.parent/'test_labels.csv'
     if not labels.is_file():
         if given: raise DataError(f"{labels}: no such answers file")

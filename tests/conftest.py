@@ -32,5 +32,12 @@ def sample(tmp_path_factory):
     make_sample(d, n_test=100, n_train=300)
     return d
 
+@pytest.fixture
+def home(tmp_path, stub):
+    "A HOME signed in the classic way: ~/.kaggle/kaggle.json holding the key of the module's `stub` (a `kaggle_api.KaggleStub`)."
+    h = tmp_path/'home'
+    stub.write_kaggle_json(h/'.kaggle')
+    return h
+
 def pytest_configure(config):
     config.addinivalue_line('markers', "dev: needs the dev extra (nbdev, Jupyter); CI's runtime-only environment runs -m 'not dev'")

@@ -29,6 +29,20 @@ def test_roundtrip(sample, tmp_path):
     assert [t.name for t in tests] == [f'{i:05d}.png' for i in range(1, 101)]
     assert all((np.array(Image.open(t)) == xt[i]).all() for i, t in enumerate(tests))
 
+def test_from_the_competition_zip(sample, tmp_path):
+    "Only digit-recognizer.zip, as Kaggle ships it: the same PNGs as from the CSVs, and the tree knows its source."
+    import zipfile
+    from mnist_fastai.csv2png import tree_source
+    (tmp_path/'data').mkdir()
+    with zipfile.ZipFile(tmp_path/'data/digit-recognizer.zip', 'w') as z:
+        for n in ('train.csv', 'test.csv'): z.write(sample/n, n)
+    r = c2p(tmp_path/'data', tmp_path/'zipped')
+    assert r.returncode == 0, r.stderr
+    assert c2p(sample, tmp_path/'plain').returncode == 0
+    pngs = lambda d: {k: v for k, v in tree(d).items() if k.endswith('.png')}
+    assert pngs(tmp_path/'zipped') == pngs(tmp_path/'plain') and len(pngs(tmp_path/'plain')) == 400
+    assert tree_source(tmp_path/'zipped') == f"{tmp_path}/data/digit-recognizer.zip:test.csv"
+
 def test_rerun_skips_and_repairs(sample, tmp_path):
     dest = tmp_path/'images'
     assert c2p(sample, dest).returncode == 0

@@ -33,13 +33,6 @@ def stub(sample):
         assert k.foreign() == []                  # nothing went anywhere but 127.0.0.1
 
 @pytest.fixture
-def home(tmp_path, stub):
-    "A HOME signed in the classic way: ~/.kaggle/kaggle.json holding the stub's API key."
-    h = tmp_path/'home'
-    stub.write_kaggle_json(h/'.kaggle')
-    return h
-
-@pytest.fixture
 def work(tmp_path, sample):
     "A project folder whose data/ holds what the main job leaves there: the built-in sample."
     from mnist_fastai.data import make_sample

@@ -67,13 +67,6 @@ def stub():
         assert k.foreign() == []          # nothing was addressed to anything but localhost
 
 @pytest.fixture
-def home(tmp_path, stub):
-    "A HOME whose ~/.kaggle/kaggle.json holds the stub's default API key."
-    h = tmp_path/'home'
-    stub.write_kaggle_json(h/'.kaggle')
-    return h
-
-@pytest.fixture
 def sub_file(tmp_path):
     f = tmp_path/'submission.csv'
     f.write_bytes(b'ImageId,Label\r\n1,2\r\n2,0\r\n')   # CRLF on purpose: the bytes must arrive untouched
