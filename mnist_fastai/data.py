@@ -44,16 +44,16 @@ _TMP = itertools.count()
 
 @contextmanager
 def atomic_path(path, # final file name
-               ) -> Path:
+               ) -> str:
     "Yield a temporary name beside `path` to write to; rename it to `path` if the block succeeds, else remove it."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.{next(_TMP)}.tmp')   # unique per process and per write
+    d, name = os.path.split(os.fspath(path))          # strings, not `Path`s: csv2png calls this once per image
+    if d and not os.path.isdir(d): os.makedirs(d, exist_ok=True)
+    tmp = os.path.join(d, f'.{name}.{os.getpid()}.{next(_TMP)}.tmp')   # unique per process and per write
     try:
         yield tmp
         os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if os.path.lexists(tmp): os.unlink(tmp)
         raise
 
 # %% ../nbs/00_data.ipynb #7d2e5a14

@@ -340,7 +340,7 @@ def export_learner(learn, # a trained learner, with `history` and `train_setting
     "Plot the history, export `learn` atomically to `models/export`, remove the run's checkpoint; return the export's path."
     models, plots = Path(models), Path(plots)
     plot_history(learn.history, plots/'training.png'); plt.close('all')
-    with atomic_path(models/export) as tmp: learn.export(tmp.absolute())
+    with atomic_path(models/export) as tmp: learn.export(os.path.abspath(tmp))
     (models/'last.pth').unlink(missing_ok=True)
     best = max(learn.history, key=lambda r: r['accuracy'])
     log(f"best validation accuracy {100*best['accuracy']:.2f}% (epoch {best['epoch']+1}); "
