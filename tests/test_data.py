@@ -1,9 +1,9 @@
 "The data layer end to end through its command line: every validation case, every accepted format, IDX and the sample."
-import gzip, zipfile
+import functools, gzip, hashlib, http.server, json, os, shlex, threading, zipfile
 from pathlib import Path
 import numpy as np
 import pytest
-from conftest import run, assert_one_line_error
+from conftest import run, assert_one_line_error, ROOT
 from mnist_fastai.data import PIXEL_COLS, read_csv, write_idx, read_idx
 
 HEAD_TRAIN = ','.join(['label'] + PIXEL_COLS)
@@ -112,3 +112,57 @@ def test_sample_command(tmp_path):
     assert lab[:, 0].tolist() == list(range(1, 1001))
     assert np.bincount(lab[:, 1]).tolist() == [100]*10 and np.bincount(y).tolist() == [400]*10
     assert x.max() == 255 and x.mean() > 20    # real digits, not blanks
+
+def test_answers_need_labels(tmp_path):
+    write_idx(tmp_path/'imgs-idx3-ubyte', np.zeros((2, 28, 28), np.uint8))
+    assert_one_line_error(run('-m', 'mnist_fastai.data', 'idx2csv', tmp_path/'imgs-idx3-ubyte', '--out', tmp_path/'t.csv',
+                              '--answers', tmp_path/'a.csv'), '--answers needs --labels')
+    assert not (tmp_path/'t.csv').exists() and not (tmp_path/'a.csv').exists()
+
+# torchvision's MNIST downloader is the real client here: a `sitecustomize` in its process points the class's mirror
+# list at an HTTP server on 127.0.0.1 serving IDX files made from the built-in sample (and gives their MD5s), because
+# MNIST's own mirrors cannot be reached from a test. The README's commands then run exactly as written.
+SITE = """import json, os
+from torchvision.datasets import MNIST
+MNIST.mirrors = [os.environ['MNIST_TEST_MIRROR']]
+MNIST.resources = json.loads(os.environ['MNIST_TEST_RESOURCES'])
+"""
+
+def readme_commands(title):
+    "The `python ...` lines of the first sh block after the paragraph that starts with `title` in README.md."
+    text = (ROOT/'README.md').read_text()
+    block = text[text.index(title):].split('```sh\n', 1)[1].split('```', 1)[0]
+    return [shlex.split(l) for l in block.splitlines() if l.startswith('python ')]
+
+def test_full_size_data_as_the_readme_says(tmp_path, sample):
+    srv_dir, site = tmp_path/'mirror', tmp_path/'site'
+    srv_dir.mkdir(); site.mkdir()
+    (x, y), (xt, _) = read_csv(sample/'train.csv'), read_csv(sample/'test.csv')
+    yt = np.loadtxt(sample/'test_labels.csv', delimiter=',', skiprows=1, dtype=np.uint8)[:, 1]
+    res = []
+    for name, a in [('train-images-idx3-ubyte', x), ('train-labels-idx1-ubyte', y), ('t10k-images-idx3-ubyte', xt), ('t10k-labels-idx1-ubyte', yt)]:
+        gz = srv_dir/f'{name}.gz'
+        gz.write_bytes(gzip.compress(write_idx(tmp_path/name, a).read_bytes()))
+        res.append([gz.name, hashlib.md5(gz.read_bytes()).hexdigest()])
+    (site/'sitecustomize.py').write_text(SITE)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(srv_dir))
+    handler.log_message = lambda *a: None
+    with http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler) as srv:
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        env = dict(MNIST_TEST_MIRROR=f'http://127.0.0.1:{srv.server_address[1]}/', MNIST_TEST_RESOURCES=json.dumps(res),
+                   PYTHONPATH=f'{site}{os.pathsep}{ROOT}', no_proxy='127.0.0.1,localhost', NO_PROXY='127.0.0.1,localhost')
+        cmds = readme_commands('**Full-size data without a Kaggle account.**')
+        assert [c[:3] for c in cmds[:3]] == [['python', '-c', cmds[0][2]], ['python', '-m', 'mnist_fastai.data'], ['python', '-m', 'mnist_fastai.data']]
+        for c in cmds[:3]:
+            r = run(*c[1:], cwd=tmp_path, env=env)
+            assert r.returncode == 0, (c, r.stderr[-2000:])
+        srv.shutdown()
+    x2, y2 = read_csv(tmp_path/'full/train.csv')
+    xt2, none = read_csv(tmp_path/'full/test.csv')
+    assert (x2 == x).all() and (y2 == y).all() and (xt2 == xt).all() and none is None
+    assert (tmp_path/'full/test_labels.csv').read_bytes() == (sample/'test_labels.csv').read_bytes()
+    # the README's main job on that folder scores against the answers beside its test.csv
+    main = next(c for c in cmds if c[:3] == ['python', '-m', 'mnist_fastai.pipeline'])
+    r = run(*main[1:], '--epochs', '1', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'local accuracy' in r.stdout and (tmp_path/'submissions/full.csv').exists()

@@ -1,5 +1,5 @@
 "The house rules that keep modules in their rooms: light commands stay light, one atomic writer, one quiet import."
-import ast, subprocess, sys, tracemalloc
+import ast, json, re, subprocess, sys, tracemalloc
 from pathlib import Path
 import numpy as np
 from conftest import run, ROOT
@@ -69,3 +69,23 @@ def test_parse_csv_memory_does_not_grow_with_the_file(tmp_path):
         assert x.shape == (n, 28, 28)
         extra.append((peak - n * 785) / 2**20)                # beyond the parsed rows
     assert extra[1] < 48 and extra[1] - extra[0] < 4, extra
+
+# ---- one README, and figures that agree with BENCHMARKS.md ----
+
+def test_readme_is_made_from_index():
+    "README.md is what `.ci/readme.py` makes from nbs/index.ipynb (settings.ini's readme_nb)."
+    r = subprocess.run([sys.executable, str(ROOT/'.ci'/'readme.py'), '--check'], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+
+NOT_MEASURED = {'99.5%': "a target (the bench's time to 99.5%)", '15 s': "the weights download's time-out"}
+
+def test_figures_agree_with_benchmarks():
+    "Every accuracy or time quoted in the README's or a notebook's prose is one BENCHMARKS.md records."
+    bench = (ROOT/'BENCHMARKS.md').read_text()
+    texts = {'README.md': (ROOT/'README.md').read_text()}
+    for f in sorted((ROOT/'nbs').glob('*.ipynb')):
+        texts[f.name] = '\n'.join(''.join(c['source']) for c in json.loads(f.read_text())['cells'] if c['cell_type'] == 'markdown')
+    fig = re.compile(r'(?<![\d.])\d+(?:\.\d+)?(?:%| s\b| min\b| h\b)')
+    bad = {name: xs for name, t in texts.items()
+           if (xs := [x for x in fig.findall(t) if x not in NOT_MEASURED and not re.search(r'(?<![\d.])' + re.escape(x), bench)])}
+    assert not bad, bad
