@@ -9,7 +9,7 @@ __all__ = ['machine', 'plain_csv2png', 'disk_limit', 'bench_csv2png', 'bench_loa
 # %% ../nbs/08_bench.ipynb #ccd08031
 from .cli import call_parse, Param, store_true
 from .data import DataError, one_line_errors, atomic_open, find_csv, make_sample, read_csv
-from .csv2png import csv2png
+from .csv2png import csv2png, png_bytes, png_path
 from .dataloaders import mnist_dls, MNIST_STATS
 from .fastdl import fast_dls, fast_test_dl, load_cache
 from .train import mnist_learner, train
@@ -71,29 +71,33 @@ def _limit_chunk(args) -> int:
         os.write(fd, data); os.close(fd)
     return hi - lo
 
-def disk_limit(work, # scratch folder on the disk to measure
+def disk_limit(dest, # a new folder on the disk to measure; the files are left there
                paths:list, # relative file names such as `train/3/00001.png`: their number and folders are the layout
                size:int, # bytes per file
                processes:int|None=None, # processes writing at once (default: one per core, as csv2png)
                chunk:int=1000, # files per task (as csv2png)
               ) -> float:
-    "Seconds for `processes` forked processes to create, write and close the files `paths` of `size` bytes under `work`."
-    root = Path(tempfile.mkdtemp(prefix='disk_limit_', dir=work))
+    "Seconds for `processes` forked processes to create, write and close the files `paths` of `size` bytes under `dest`."
+    for d in sorted({os.path.dirname(p) for p in paths}): (Path(dest)/d).mkdir(parents=True, exist_ok=True)
+    _LIMIT.update(root=str(dest), paths=list(paths), data=bytes(size))
+    tasks = [(lo, min(lo + chunk, len(paths))) for lo in range(0, len(paths), chunk)]
     try:
-        for d in sorted({os.path.dirname(p) for p in paths}): (root/d).mkdir(parents=True, exist_ok=True)
-        _LIMIT.update(root=str(root), paths=list(paths), data=bytes(size))
-        tasks = [(lo, min(lo + chunk, len(paths))) for lo in range(0, len(paths), chunk)]
         with get_context('fork').Pool(processes or os.cpu_count() or 1) as pool:
             os.sync(); t = time.perf_counter()
             sum(pool.imap_unordered(_limit_chunk, tasks))
             return time.perf_counter() - t
-    finally: _LIMIT.clear(); shutil.rmtree(root)
+    finally: _LIMIT.clear()
 
 # %% ../nbs/08_bench.ipynb #6ea92013
-def _layout(tree) -> tuple:
-    "The relative names of the PNGs under `tree`, in the order csv2png writes them, and their mean size in bytes."
-    files = sorted(Path(tree).rglob('*.png'), key=lambda f: (f.relative_to(tree).parts[0] != 'train', int(f.stem)))
-    return [str(f.relative_to(tree)) for f in files], round(sum(f.stat().st_size for f in files) / max(len(files), 1))
+def _layout(data) -> tuple:
+    "The relative names csv2png gives the rows of the CSVs in `data`, in the order it writes them, and the PNGs' mean size."
+    paths, size = [], 0
+    for split in ('train', 'test'):
+        if not (f := find_csv(data, split)): continue
+        x, y = read_csv(f)
+        paths += [str(png_path('', split, i + 1, None if y is None else int(y[i]))) for i in range(len(x))]
+        size += sum(len(png_bytes(im)) for im in x)
+    return paths, round(size / max(len(paths), 1))
 
 def _secs(f) -> float:
     "Seconds `f()` takes, once what earlier steps left in the page cache is written out."
@@ -102,22 +106,24 @@ def _secs(f) -> float:
 
 def bench_csv2png(data, # folder with train.csv and test.csv
                   work, # scratch folder (its filesystem is part of what is measured)
-                  reps:int=1, # alternating repetitions; the fastest of each is kept
+                  reps:int=1, # repetitions; the fastest of each step is kept
+                  settle:float=0, # seconds to wait between repetitions, after their files are deleted and synced
                  ) -> list:
     "Time `csv2png`, a first run and a `--force` rerun, against `plain_csv2png` and against the disk's limit for the same files."
-    ours, plain, quiet, lay = Path(work)/'csv2png', Path(work)/'plain', dict(progress=False, log=lambda *a: None), {}
-    def limit(): lay.update(zip(('paths', 'size'), _layout(ours))); return disk_limit(work, lay['paths'], lay['size'])
-    steps = {'pandas + PIL loop, 1 process': lambda: _secs(lambda: plain_csv2png(data, plain)),
-             'csv2png, first run (ours)': lambda: _secs(lambda: csv2png(data, dest=ours, **quiet)),
-             'csv2png --force rerun (ours)': lambda: _secs(lambda: csv2png(data, dest=ours, force=True, **quiet)),
-             'disk limit (create, write, close)': limit}
+    paths, size = _layout(data)
+    quiet = dict(progress=False, log=lambda *a: None)
+    steps = {'pandas + PIL loop, 1 process': lambda o: _secs(lambda: plain_csv2png(data, o/'plain')),
+             'csv2png, first run (ours)': lambda o: _secs(lambda: csv2png(data, dest=o/'ours', **quiet)),
+             'csv2png --force rerun (ours)': lambda o: _secs(lambda: csv2png(data, dest=o/'ours', force=True, **quiet)),
+             'disk limit (create, write, close)': lambda o: disk_limit(o/'limit', paths, size)}
+    plain, first, force, limit = steps
     best = dict.fromkeys(steps, float('inf'))
-    groups = [(list(steps)[:1], plain), (list(steps)[1:], ours)]   # ours in order: the rerun needs the tree, the limit its layout
     for r in range(reps):
-        for names, out in (groups if r % 2 == 0 else groups[::-1]):
-            for k in names: best[k] = min(best[k], steps[k]())
-            shutil.rmtree(out)
-    return [_row('csv2png', k, len(lay['paths']), v) for k, v in best.items()]
+        out = Path(work)/f'csv2png_{r}'
+        for k in ([limit, first] if r % 2 == 0 else [first, limit]) + [plain, force]: best[k] = min(best[k], steps[k](out))
+        shutil.rmtree(out); os.sync()
+        if r < reps - 1: time.sleep(settle)
+    return [_row('csv2png', k, len(paths), v) for k, v in best.items()]
 
 # %% ../nbs/08_bench.ipynb #16fb0bcc
 def _dl_rate(dl, batches, dev) -> tuple:
@@ -295,6 +301,7 @@ def run_bench(data='data', # folder with train.csv and test.csv (the built-in sa
               quick:bool=False, # a few batches per measurement (a smoke test, not a measurement)
               device=None, # default: the GPU if there is one
               reps:int=1, # csv2png repetitions (alternating; the fastest of each kept)
+              settle:float=0, # seconds to wait between csv2png repetitions
               log=print, # where the table goes
              ) -> dict:
     "Run every pair side by side, print the table, write the JSON; return the results."
@@ -307,7 +314,7 @@ def run_bench(data='data', # folder with train.csv and test.csv (the built-in sa
     work = Path(tempfile.mkdtemp(prefix='bench_', dir=work))   # our own folder: removed at the end, and nothing else
     nb = 3 if quick else 40
     try:
-        rows = bench_csv2png(data, work, reps)
+        rows = bench_csv2png(data, work, reps, settle)
         images = work/'images'
         csv2png(data, dest=images, progress=False, log=lambda *a: None)
         rows += bench_loaders(images, batches=10 if quick else 150, device=dev)
@@ -333,7 +340,8 @@ def main(data:Param("folder with train.csv and test.csv (full size: python -m mn
          full:Param("also time training to 99.5% validation accuracy", store_true)=False,
          quick:Param("a few batches per measurement: a smoke test", store_true)=False,
          threads:Param("torch threads (default: torch's choice)", int)=None,
-         reps:Param("csv2png repetitions, alternating (disk timings are noisy)", int)=1):
+         reps:Param("csv2png repetitions, alternating (disk timings are noisy)", int)=1,
+         settle:Param("seconds to wait between csv2png repetitions (ext4 creates files slowly for a minute after a large delete)", float)=0):
     "Benchmark every step against the plain approach, side by side; print one table and write JSON."
     if threads: torch.set_num_threads(threads)
-    with one_line_errors(): run_bench(data, out=out, work=work, full=full, quick=quick, reps=reps)
+    with one_line_errors(): run_bench(data, out=out, work=work, full=full, quick=quick, reps=reps, settle=settle)
