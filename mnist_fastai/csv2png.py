@@ -165,13 +165,18 @@ def convert(x:np.ndarray, # images, (n, 28, 28) uint8
     return dict(split=split, images=n, written=wrote, removed=_prune(dest, split, keep))
 
 # %% ../nbs/01_csv2png.ipynb #0d8754f1
-def _read_one(item): return item[0], (item[1], read_csv(item[1], item[0]))
+def _read_one(task:tuple) -> tuple:
+    "Worker: read and validate a CSV, or hash its file, as `task` = (kind, split, path) says."
+    kind, split, path = task
+    return (kind, split), read_csv(path, split) if kind == 'read' else sha256(csv_file(path))
 
 def _read_all(found:dict, n_workers:int|None) -> dict:
-    "Read and validate every CSV in `found` ({split: path}), in parallel when there are cores to spare."
+    "Read, validate and hash every CSV in `found` ({split: path}), in parallel when there are cores to spare: {split: (path, (x, y), sha256)}."
+    tasks = [('read', s, p) for s, p in found.items()] + [('sha256', s, p) for s, p in found.items()]   # hashes go to whoever is free
     if len(found) > 1 and (n_workers or os.cpu_count() or 1) > 1:
-        with get_context('fork').Pool(len(found)) as pool: return dict(pool.map(_read_one, found.items()))
-    return dict(map(_read_one, found.items()))
+        with get_context('fork').Pool(len(found)) as pool: out = dict(pool.map(_read_one, tasks, chunksize=1))
+    else: out = dict(map(_read_one, tasks))
+    return {s: (p, out['read', s], out['sha256', s]) for s, p in found.items()}
 
 # %% ../nbs/01_csv2png.ipynb #484026ad
 @contextmanager
@@ -194,10 +199,11 @@ def dest_lock(dest, # the images folder
 def record_source(dest, # the images folder
                   split:str, # 'train' or 'test'
                   csv:str, # the CSV the split was converted from (or `archive.zip:member.csv`)
+                  digest:str|None=None, # its file's SHA-256, if already known
                  ) -> Path:
     "Note in `dest/split/source.json` which CSV, by path and SHA-256, the split's PNGs came from."
     with atomic_open(Path(dest)/split/'source.json', 'w') as f:
-        json.dump(dict(csv=os.path.abspath(csv), sha256=sha256(csv_file(csv))), f, indent=1)
+        json.dump(dict(csv=os.path.abspath(csv), sha256=digest or sha256(csv_file(csv))), f, indent=1)
     return Path(dest)/split/'source.json'
 
 # %% ../nbs/01_csv2png.ipynb #5e1c0a03
@@ -226,10 +232,10 @@ def csv2png(data='data', # folder with train.csv / test.csv (or .csv.gz, or digi
     arrays = _read_all({s: p for s, p in found.items() if p}, n_workers)
     res = []
     with dest_lock(dest, log):
-        for split, (p, (x, y)) in arrays.items():
+        for split, (p, (x, y), digest) in arrays.items():
             t = time.perf_counter()
             r = convert(x, y, dest, split, force=force, n_workers=n_workers, progress=progress)
-            record_source(dest, split, p)
+            record_source(dest, split, p, digest)
             res.append(dict(r, source=p, seconds=round(time.perf_counter() - t, 3)))
     return res
 
