@@ -2,6 +2,7 @@
 import os, shutil
 from pathlib import Path
 import numpy as np
+import pytest
 from PIL import Image
 from conftest import run, assert_one_line_error
 from mnist_fastai.data import read_csv
@@ -62,6 +63,36 @@ def test_rerun_skips_and_repairs(sample, tmp_path):
     assert tree(dest) == want
     r = c2p(sample, dest, '--force')
     assert '300 written, 0 already correct' in r.stdout and tree(dest) == want
+
+def test_first_run_builds_aside(sample, tmp_path, monkeypatch):
+    """A first run builds each split in a staging folder and leaves none behind; a staging folder that a killed first
+    run left (some PNGs whole, one cut short) is removed by the next run, which builds the split afresh; empty folders
+    where the split goes do not stop a first run; files that are not ours are left alone."""
+    ref = tmp_path/'ref'
+    r = c2p(sample, ref)
+    assert '300 written, 0 already correct, 0 stale removed' in r.stdout and '100 written, 0 already correct, 0 stale removed' in r.stdout
+    assert sorted(os.listdir(ref)) == ['.csv2png.lock', 'test', 'train']
+    dest = tmp_path/'images'
+    stage = dest/'.train.4242.0.tmp'                  # as a first run killed in its training split leaves it
+    shutil.copytree(ref/'train', stage)
+    pngs = sorted(stage.glob('*/*.png'))
+    for f in pngs[::2]: f.unlink()
+    pngs[1].write_bytes(pngs[1].read_bytes()[:40])
+    (dest/'test/3').mkdir(parents=True)               # empty folders where the test split goes
+    mine = [dest/'.train.cache.npz.4242.1.tmp', dest/'notes']
+    mine[0].write_bytes(b'not a staging folder'); mine[1].mkdir()
+    r = c2p(sample, dest)
+    assert r.returncode == 0, r.stderr
+    assert '300 written, 0 already correct, 0 stale removed' in r.stdout and '100 written, 0 already correct' in r.stdout
+    assert all(m.exists() for m in mine)
+    assert tree(dest) == {**tree(ref), mine[0].name: b'not a staging folder'}
+    assert sorted(os.listdir(dest)) == sorted(['.csv2png.lock', 'test', 'train'] + [m.name for m in mine])
+    import mnist_fastai.csv2png as c
+    monkeypatch.setattr(c, 'write_png', lambda *a, **k: pytest.fail('a first run wrote a PNG through the per-file atomic writer'))
+    x, y = read_csv(sample/'train.csv')
+    (tmp_path/'inproc/train/5').mkdir(parents=True)    # (in-process, one worker: the spy sees every write)
+    assert c.convert(x, y, tmp_path/'inproc', 'train', n_workers=1, progress=False)['written'] == 300
+    assert tree(tmp_path/'inproc') == {k: v for k, v in tree(ref).items() if k.startswith('train/') and k.endswith('.png')}
 
 def test_only_test_csv(sample, tmp_path):
     (tmp_path/'d').mkdir(); shutil.copy(sample/'test.csv', tmp_path/'d')

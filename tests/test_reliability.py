@@ -14,12 +14,12 @@ def popen(*args, cwd):
 def tree(dest):
     return {str(p.relative_to(dest)): p.read_bytes() for p in sorted(Path(dest).rglob('*')) if p.is_file() and not p.name.startswith('.csv2png')}
 
-def wait_for(pred, proc, timeout=120):
+def wait_for(pred, proc, timeout=120, every=0.02):
     t = time.time()
     while not pred():
         assert proc.poll() is None, proc.communicate()
         assert time.time() - t < timeout
-        time.sleep(0.02)
+        time.sleep(every)
 
 @pytest.fixture(scope='module')
 def big(tmp_path_factory):
@@ -28,21 +28,46 @@ def big(tmp_path_factory):
     assert run('-m', 'mnist_fastai.csv2png', '--dest', 'ref', cwd=d).returncode == 0
     return d
 
+def pngs_in(folders) -> int:
+    "How many files the folders hold, those that vanish while we count aside."
+    n = 0
+    for d in folders:
+        try: n += len(os.listdir(d))
+        except FileNotFoundError: pass
+    return n
+
 def test_csv2png_sigkill_then_rerun(big, tmp_path):
+    """Killed part-way through a first run (the split built in a staging folder) and through a rerun over another CSV's
+    tree (per-file atomic writes, stale files pruned at the end): what has a final name is whole, the next run ends
+    byte-identical to an uninterrupted run and leaves no staging folder."""
+    from mnist_fastai.data import write_csv
     x, y = read_csv(big/'data/train.csv')
+    xt, _ = read_csv(big/'data/test.csv')
+    other = tmp_path/'other'
+    write_csv(other/'train.csv', 255 - x, (y + 1) % 10); write_csv(other/'test.csv', 255 - xt)   # every image and label differs
     rng = random.Random(0)
-    for attempt in range(3):
-        dest = tmp_path/f'images{attempt}'
+    for attempt in range(4):
+        dest, first = tmp_path/f'images{attempt}', attempt % 2 == 0
+        if first: started = lambda: pngs_in([*dest.glob('.train.*.tmp/*'), *dest.glob('train/*')])   # files written, wherever
+        else:
+            assert run('-m', 'mnist_fastai.csv2png', '--data', other, '--dest', dest, cwd=tmp_path).returncode == 0
+            started = lambda: pngs_in((dest/'train').glob('[0-9]')) - len(x)                   # new (and temp) files beside the old
+        k = rng.randint(1, 3 * len(x) // 4)                   # the kill lands after k of the 4000 training images
         p = popen('-m', 'mnist_fastai.csv2png', '--data', big/'data', '--dest', dest, cwd=tmp_path)
-        wait_for(lambda: (dest/'train/0').is_dir() and any(os.scandir(dest/'train/0')), p)
-        time.sleep(rng.uniform(0, 0.15))
+        wait_for(lambda: started() >= k, p, every=0.002)
         p.send_signal(signal.SIGKILL); p.wait()
-        for f in (dest/'train').glob('*/[0-9]*.png'):       # whatever has its final name is whole and right
-            i = int(f.stem) - 1
-            assert int(f.parent.name) == y[i] and (np.array(Image.open(f)) == x[i]).all()
+        if first:
+            assert list(dest.glob('.train.*.tmp')) and not (dest/'train').exists()   # killed while staging: no split yet
+        for f in (dest/'train').glob('*/[0-9]*.png'):         # whatever has its final name is whole and right, old or new
+            i, im = int(f.stem) - 1, np.array(Image.open(f))
+            assert (int(f.parent.name), im.tolist()) in [(y[i], x[i].tolist()), ((y[i] + 1) % 10, (255 - x[i]).tolist())]
+        for f in (dest/'test').glob('[0-9]*.png'):
+            i, im = int(f.stem) - 1, np.array(Image.open(f))
+            assert (im == xt[i]).all() or (im == 255 - xt[i]).all()
         r = run('-m', 'mnist_fastai.csv2png', '--data', big/'data', '--dest', dest, cwd=tmp_path)
         assert r.returncode == 0, r.stderr
         assert tree(dest) == tree(big/'ref')
+        assert sorted(os.listdir(dest)) == ['.csv2png.lock', 'test', 'train']
 
 def test_two_csv2png_at_once(big, tmp_path):
     from mnist_fastai.csv2png import dest_lock
@@ -62,27 +87,41 @@ def test_two_csv2png_at_once(big, tmp_path):
     assert [q.wait(120) for q in ps] == [0, 0]           # ...and two real runs at once end with one good tree
     assert tree(tmp_path/'both') == tree(big/'ref')
 
-def test_disk_full_is_one_line(big, tmp_path, monkeypatch, capsys):
-    "The disk fills up after 299 images: the kernel's own ENOSPC (the 300th file's descriptor is pointed at /dev/full)."
+@pytest.mark.parametrize('first', [True, False], ids=['first-run', 'rerun'])
+def test_disk_full_is_one_line(big, tmp_path, monkeypatch, capsys, first):
+    """The disk fills up after 299 images: the kernel's own ENOSPC (the 300th new file's descriptor is pointed at
+    /dev/full). In a first run (built in a staging folder) nothing appears; in a rerun (atomic per-file writes) the
+    299 images written appear whole. Either way: one error line, exit 2, nothing partial under a final name."""
     import builtins
     import mnist_fastai.csv2png as c2p
-    real, n = builtins.open, [0]
-    def open_(f, mode='r', *a, **k):
-        fh = real(f, mode, *a, **k)
-        if 'x' in mode and str(f).endswith('.tmp'):
-            n[0] += 1
-            if n[0] >= 300:
-                full = os.open('/dev/full', os.O_WRONLY); os.dup2(full, fh.fileno()); os.close(full)
+    dest = tmp_path/'images'
+    if not first:                                   # a tree to rerun over: every training PNG gone, the rest in place
+        assert run('-m', 'mnist_fastai.csv2png', '--data', big/'data', '--dest', dest).returncode == 0
+        for f in (dest/'train').glob('*/*.png'): f.unlink()
+    real_open, real_os_open, n = builtins.open, os.open, [0]
+    def fill(fd):
+        n[0] += 1
+        if n[0] >= 300:
+            full = real_os_open('/dev/full', os.O_WRONLY); os.dup2(full, fd); os.close(full)
+    def open_(f, mode='r', *a, **k):                # a rerun's temp files
+        fh = real_open(f, mode, *a, **k)
+        if 'x' in mode and str(f).endswith('.tmp'): fill(fh.fileno())
         return fh
-    monkeypatch.setattr(builtins, 'open', open_)
-    with pytest.raises(SystemExit) as e: c2p.main(data=str(big/'data'), dest=str(tmp_path/'images'), workers=1)   # the CLI's function, in-process
+    def os_open(f, flags, *a, **k):                 # a first run's files in the staging folder
+        fd = real_os_open(f, flags, *a, **k)
+        if flags & os.O_CREAT and str(f).endswith('.png'): fill(fd)
+        return fd
+    monkeypatch.setattr(builtins, 'open', open_); monkeypatch.setattr(os, 'open', os_open)
+    with pytest.raises(SystemExit) as e: c2p.main(data=str(big/'data'), dest=str(dest), workers=1)   # the CLI's function, in-process
     monkeypatch.undo()
-    assert e.value.code == 2
+    assert n[0] >= 300 and e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith('error: ') and 'No space left on device' in err[0], err
     x, y = read_csv(big/'data/train.csv')
-    files = list((tmp_path/'images').rglob('*.png'))
-    assert len(files) == 299 and not list((tmp_path/'images').rglob('.*.tmp'))
+    files = list((dest/'train').rglob('*.png'))
+    assert not list(dest.rglob('.*.tmp'))           # no temp file, no staging folder
+    if first: assert sorted(os.listdir(dest)) == ['.csv2png.lock'] and not files
+    else: assert len(files) == 299 and len(list((dest/'test').glob('*.png'))) == 1000
     for f in files: assert (np.array(Image.open(f)) == x[int(f.stem) - 1]).all()
 
 @pytest.fixture(scope='module')

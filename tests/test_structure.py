@@ -29,7 +29,7 @@ def test_light_commands_import_neither_torch_nor_fastai(tmp_path):
     assert "HEAVY ['fastai', 'torch', 'torchvision']" in r.stdout, r.stdout
 
 def test_one_atomic_writer():
-    "Files are renamed into place in one function only (`data.atomic_path`); every other writer goes through it."
+    "Files, and csv2png's staged split folders, are renamed into place in one function only (`data.atomic_path`); every other writer goes through it."
     found = set()
     for f in sorted(PKG.glob('*.py')):
         for fn in ast.walk(ast.parse(f.read_text())):
