@@ -7,7 +7,7 @@ __all__ = ['png_bytes', 'png_name', 'png_path', 'write_png', 'create_png', 'conv
            'csv2png', 'summary', 'main']
 
 # %% ../nbs/01_csv2png.ipynb #a095f191
-import fcntl, json, os, re, shutil, struct, time, zlib
+import fcntl, json, os, re, shutil, struct, sys, time, zlib
 from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
@@ -259,4 +259,4 @@ def main(data:Param("folder with train.csv and/or test.csv", str)='data',
          workers:Param("worker processes (default: one per core)", int)=None):
     "Convert the Kaggle Digit Recognizer CSVs into images/train/<label>/NNNNN.png and images/test/NNNNN.png."
     with one_line_errors(dest):
-        for r in csv2png(data, dest, force=force, n_workers=workers): print(summary(r))
+        for r in csv2png(data, dest, force=force, n_workers=workers, progress=sys.stdout.isatty()): print(summary(r))

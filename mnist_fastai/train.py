@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['OFFLINE_VAR', 'URL_VAR', 'tv_arch', 'weights_url', 'cached_weights', 'download_weights', 'find_weights', 'load_state',
-           'Arch', 'KeepBest', 'History', 'rng_state', 'set_rng_state', 'Checkpoint', 'mnist_learner',
-           'use_distributed', 'train_plan', 'plot_history', 'setup_processes', 'suggest_lr', 'load_checkpoint',
-           'fit_stages', 'export_learner', 'train', 'sample_run', 'pretrained_flag', 'main']
+           'Arch', 'KeepBest', 'History', 'rng_state', 'set_rng_state', 'Checkpoint', 'CPUAutocast', 'cpu_bf16',
+           'mnist_learner', 'use_distributed', 'train_plan', 'plot_history', 'setup_processes', 'suggest_lr',
+           'load_checkpoint', 'fit_stages', 'export_learner', 'train', 'sample_run', 'pretrained_flag', 'main']
 
 # %% ../nbs/03_train.ipynb #388e29a3
 from .cli import call_parse, Param, store_true, bool_arg
@@ -199,6 +199,24 @@ class Checkpoint(_Resumable):
                      best=float(self.keep.best), rng=rng_state(self.learn), smooth=(sl.count, sl.val))
         with atomic_open(self.fname) as f: torch.save(state, f)
 
+# %% ../nbs/03_train.ipynb #cpuac002
+class CPUAutocast(Callback):
+    "Forward pass and loss in bfloat16 on the CPU, under `torch.autocast` (the CPU twin of fastai's `MixedPrecision`)."
+    order, ctx = 10, None
+    def before_batch(self): self.ctx = torch.autocast('cpu', dtype=torch.bfloat16); self.ctx.__enter__()
+    def after_pred(self): self.learn.pred = self.pred.float()
+    def after_loss(self): self._exit()
+    def after_cancel_batch(self): self._exit()
+    def _exit(self):
+        if self.ctx is not None: self.ctx.__exit__(None, None, None); self.ctx = None
+
+# %% ../nbs/03_train.ipynb #cpuac003
+def cpu_bf16() -> bool:
+    "Whether this CPU has bfloat16 instructions (AVX-512 BF16 or AMX), from Linux's /proc/cpuinfo."
+    try: flags = next(l for l in open('/proc/cpuinfo') if l.startswith('flags')).split()
+    except (OSError, StopIteration): return False
+    return 'avx512_bf16' in flags or 'amx_bf16' in flags
+
 # %% ../nbs/03_train.ipynb #0efa0c90
 def mnist_learner(images='images', # the PNG tree written by csv2png
                   arch:str='resnet18', # torchvision model name
@@ -207,7 +225,7 @@ def mnist_learner(images='images', # the PNG tree written by csv2png
                   seed:int=42, # seed for the split, the shuffling and the initialisation
                   valid_pct:float=0.2, # fraction held out for validation
                   models='models', # folder for checkpoints
-                  mixed_precision:bool|None=None, # default: on when training on a GPU
+                  mixed_precision:bool|None=None, # bf16 (fp16 on older GPUs); default: on a GPU, and on a CPU with bf16 instructions
                   in_memory:bool=True, # serve batches from the in-memory cache (`fastdl`), else fastai's PNG pipeline
                   channels_last:bool|None=None, # channels-last memory format (default: on a GPU)
                   progress:bool=True, # progress bar if the cache has to be built
@@ -223,7 +241,8 @@ def mnist_learner(images='images', # the PNG tree written by csv2png
                            metrics=accuracy, path='.', model_dir=Path(models).absolute())
     cuda = dls.device.type == 'cuda'
     if mixed_precision is None: mixed_precision = cuda
-    if mixed_precision: learn = learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
+    if mixed_precision and cuda: learn = learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
+    elif mixed_precision: learn.add_cb(CPUAutocast())
     if channels_last if channels_last is not None else cuda: learn.to_channelslast(use_amp=False)
     return learn
 
@@ -369,16 +388,17 @@ def train(images='images', # the PNG tree written by csv2png
           in_memory:bool=True, # batches from the in-memory cache (else fastai's PNG pipeline)
           channels_last:bool|None=None, # channels-last memory format (default: on a GPU)
           size:int=28, # side of the images the model sees (upscaled per batch when above 28)
+          mixed_precision:bool|None=None, # bf16 autocast (fp16 on older GPUs); default: on a GPU only
          ):
     "Train on `images/train`, keep the best epoch, export to `models/export`; return the `Learner`."
     dist, main, log = setup_processes(log)
     w, msg = find_weights(arch, pretrained, weights, progress=progress and main)
     log(msg)
     learn = mnist_learner(images, arch=arch, weights=w, bs=bs, seed=seed, valid_pct=valid_pct, models=models, in_memory=in_memory,
-                          channels_last=channels_last, progress=progress, log=log, size=size)
+                          channels_last=channels_last, progress=progress, log=log, size=size, mixed_precision=mixed_precision)
     dev = learn.dls.device
     log(f"training {arch} on {torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'the CPU'}"
-        f"{' with mixed precision' if any(type(c).__name__ == 'MixedPrecision' for c in learn.cbs) else ''}: "
+        f"{' with mixed precision' if any(type(c).__name__ in ('MixedPrecision', 'CPUAutocast') for c in learn.cbs) else ''}: "
         f"{len(learn.dls.train_ds)} train / {len(learn.dls.valid_ds)} valid images, bs {bs}, seed {seed}, "
         f"{'batches from memory' if in_memory else 'PNG pipeline'}" + (f", {num_distrib()} processes" if dist else ''))
     if not progress: learn.remove_cbs([ProgressCallback]); learn.logger = noop
@@ -386,6 +406,7 @@ def train(images='images', # the PNG tree written by csv2png
     settings = dict(arch=arch, epochs=epochs, lr=lr or (2e-3 if w else 3e-3), bs=bs, seed=seed, valid_pct=valid_pct,
                     weights=str(w) if w else 'scratch', data='memory' if in_memory else 'png', size=size)
     if dist: settings['processes'] = num_distrib()
+    if any(isinstance(c, CPUAutocast) for c in learn.cbs): settings['cpu_bf16'] = True
     ck_file = Path(models)/'last.pth'
     ck = load_checkpoint(ck_file, settings, log) if resume else None
     hist = History(Path(plots)/'training_log.csv', log=None if progress else log, rows=ck['rows'] if ck else None)
@@ -442,10 +463,11 @@ def main(images:Param("the PNG tree written by csv2png", str)='images',
          export:Param("file name of the exported learner in --models", str)='model.pkl',
          png:Param("read PNGs item by item (fastai's default pipeline) instead of the in-memory cache", store_true)=False,
          channels_last:Param("channels-last memory format (default: on a GPU)", bool_arg)=None,
+         mixed_precision:Param("bf16 autocast (fp16 on older GPUs; on a CPU: bf16 if it has the instructions); default: on a GPU", bool_arg)=None,
          size:Param("side of the images the model sees (upscaled per batch above 28)", int)=28):
     "Fine-tune (or train from scratch) a resnet on images/train with fit_one_cycle and export the learner."
     matplotlib.use('Agg')
     with one_line_errors():
         train(images, arch=arch, epochs=epochs, lr=lr, bs=bs, seed=seed, valid_pct=valid_pct, pretrained=pretrained_flag(pretrained, scratch),
               weights=weights, lr_find=lr_find, models=models, plots=plots, export=export, progress=sys.stdout.isatty(), resume=resume,
-              in_memory=not png, channels_last=channels_last, size=size)
+              in_memory=not png, channels_last=channels_last, size=size, mixed_precision=mixed_precision)
