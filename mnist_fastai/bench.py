@@ -241,7 +241,7 @@ def bench_train_options(images, # a PNG tree
             kw = dict(opts[name]); torch.set_num_threads(kw.pop('threads', threads))
             try: n, t, learn = fastai_rate(images, True, batches=batches, device=device, **kw)
             finally: torch.set_num_threads(threads)
-            if n/t > best.get(name, (0, 1))[0]/best.get(name, (0, 1))[1]: best[name] = (n, t)
+            if name not in best or n/t > best[name][0]/best[name][1]: best[name] = (n, t)
             warm[name] = max(warm.get(name, 0), round(learn.warm_seconds, 1))   # the first compile, not a cached one
     return [_row('training options', k, *best[k], warm_seconds=warm[k]) for k in opts]
 

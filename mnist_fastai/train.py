@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['OFFLINE_VAR', 'URL_VAR', 'tv_arch', 'weights_url', 'cached_weights', 'download_weights', 'find_weights', 'load_state',
-           'Arch', 'KeepBest', 'History', 'rng_state', 'set_rng_state', 'Checkpoint', 'CPUAutocast', 'cpu_bf16',
-           'mnist_learner', 'use_distributed', 'train_plan', 'plot_history', 'setup_processes', 'suggest_lr',
-           'load_checkpoint', 'fit_stages', 'export_learner', 'train', 'sample_run', 'pretrained_flag', 'main']
+           'Arch', 'KeepBest', 'History', 'rng_state', 'set_rng_state', 'Checkpoint', 'CPUAutocast', 'mnist_learner',
+           'use_distributed', 'train_plan', 'plot_history', 'setup_processes', 'suggest_lr', 'load_checkpoint',
+           'fit_stages', 'export_learner', 'train', 'sample_run', 'pretrained_flag', 'main']
 
 # %% ../nbs/03_train.ipynb #388e29a3
 from .cli import call_parse, Param, store_true, bool_arg
@@ -210,13 +210,6 @@ class CPUAutocast(Callback):
     def _exit(self):
         if self.ctx is not None: self.ctx.__exit__(None, None, None); self.ctx = None
 
-# %% ../nbs/03_train.ipynb #cpuac003
-def cpu_bf16() -> bool:
-    "Whether this CPU has bfloat16 instructions (AVX-512 BF16 or AMX), from Linux's /proc/cpuinfo."
-    try: flags = next(l for l in open('/proc/cpuinfo') if l.startswith('flags')).split()
-    except (OSError, StopIteration): return False
-    return 'avx512_bf16' in flags or 'amx_bf16' in flags
-
 # %% ../nbs/03_train.ipynb #0efa0c90
 def mnist_learner(images='images', # the PNG tree written by csv2png
                   arch:str='resnet18', # torchvision model name
@@ -225,7 +218,7 @@ def mnist_learner(images='images', # the PNG tree written by csv2png
                   seed:int=42, # seed for the split, the shuffling and the initialisation
                   valid_pct:float=0.2, # fraction held out for validation
                   models='models', # folder for checkpoints
-                  mixed_precision:bool|None=None, # bf16 (fp16 on older GPUs); default: on a GPU, and on a CPU with bf16 instructions
+                  mixed_precision:bool|None=None, # bf16 autocast (fp16 on older GPUs; `CPUAutocast` on a CPU); default: on a GPU only
                   in_memory:bool=True, # serve batches from the in-memory cache (`fastdl`), else fastai's PNG pipeline
                   channels_last:bool|None=None, # channels-last memory format (default: on a GPU)
                   progress:bool=True, # progress bar if the cache has to be built
@@ -463,7 +456,7 @@ def main(images:Param("the PNG tree written by csv2png", str)='images',
          export:Param("file name of the exported learner in --models", str)='model.pkl',
          png:Param("read PNGs item by item (fastai's default pipeline) instead of the in-memory cache", store_true)=False,
          channels_last:Param("channels-last memory format (default: on a GPU)", bool_arg)=None,
-         mixed_precision:Param("bf16 autocast (fp16 on older GPUs; on a CPU: bf16 if it has the instructions); default: on a GPU", bool_arg)=None,
+         mixed_precision:Param("bf16 autocast (fp16 on older GPUs); default: on a GPU only", bool_arg)=None,
          size:Param("side of the images the model sees (upscaled per batch above 28)", int)=28):
     "Fine-tune (or train from scratch) a resnet on images/train with fit_one_cycle and export the learner."
     matplotlib.use('Agg')
