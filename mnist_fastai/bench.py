@@ -4,20 +4,25 @@
 
 # %% auto #0
 __all__ = ['TRAIN_OPTIONS', 'machine', 'plain_csv2png', 'disk_limit', 'bench_csv2png', 'bench_loaders', 'StepClock',
-           'fastai_rate', 'raw_rate', 'bench_train', 'bench_train_options', 'bench_predict', 'time_to_accuracy',
-           'targets', 'format_table', 'run_bench', 'main']
+           'fastai_rate', 'raw_rate', 'bench_train', 'bench_train_options', 'bench_predict', 'held_out_accuracy',
+           'time_to_accuracy', 'plot_curve', 'targets', 'format_table', 'run_bench', 'main']
 
 # %% ../nbs/08_bench.ipynb #ccd08031
 from .cli import call_parse, Param, store_true
-from .data import DataError, one_line_errors, atomic_open, find_csv, make_sample, read_csv
+from .data import DataError, one_line_errors, atomic_open, find_csv, make_sample, read_csv, save_figure
 from .csv2png import csv2png, png_bytes, png_path
 from .dataloaders import mnist_dls, MNIST_STATS
 from .fastdl import fast_dls, fast_test_dl, load_cache
-from .train import mnist_learner, train
+from .submission import answers_for, read_labels
+from .train import mnist_learner, train, rng_state, set_rng_state
+from .predict import predict_probs
+from .pipeline import pick_recipe
 import copy, json, os, platform, shutil, tempfile, time
 from multiprocessing import get_context
 from pathlib import Path
 import numpy as np
+import matplotlib
+import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 import fastai, torchvision
@@ -263,30 +268,96 @@ def bench_predict(images, bs:int=256, device=None) -> list:
     return rows
 
 # %% ../nbs/08_bench.ipynb #74abeede
-class _Until(Callback):
-    "Record the time at which validation accuracy first reaches `target`."
-    order = 90
-    def __init__(self, target, t0): self.target, self.t0, self.hit = target, t0, None
-    def after_epoch(self):
-        acc = float(self.recorder.values[-1][-1])
-        if self.hit is None and acc >= self.target: self.hit = dict(seconds=time.time() - self.t0, epoch=self.epoch + 1, accuracy=acc)
+def held_out_accuracy(model, # a trained model
+                      dl, # unlabelled test batches in ImageId order (`fast_test_dl`)
+                      labels, # the true digits, in the same order
+                     ) -> float:
+    "The fraction of `dl`'s images `model` gets right, in eval mode; the model is left in the mode it was in."
+    was = model.training
+    model.eval()
+    with torch.no_grad(): p = torch.cat([model(b[0]).argmax(1).cpu() for b in dl])
+    model.train(was)
+    return float((p.numpy() == np.asarray(labels)).mean())
 
-def time_to_accuracy(images, target:float=0.995, epochs:int=8, bs:int=64, device=None) -> list:
-    "Train with the default recipe and report when validation accuracy first reached `target`."
+class _Until(Callback):
+    "After each epoch, note the time and validation accuracy, and score the held-out set off the clock."
+    order = 90
+    def __init__(self, t0, test_dl=None, labels=None): self.t0, self.test_dl, self.labels, self.paused, self.curve = t0, test_dl, labels, 0., []
+    def after_epoch(self):
+        row = dict(epoch=len(self.curve) + 1, seconds=round(time.time() - self.t0 - self.paused, 1), valid=float(self.recorder.values[-1][-1]))
+        if self.test_dl is not None:
+            t, st = time.time(), rng_state(self.learn)   # scoring must not change the run: the same draws as without it
+            row['held_out'] = held_out_accuracy(self.model, self.test_dl, self.labels)
+            set_rng_state(self.learn, st)
+            self.paused += time.time() - t
+        self.curve.append(row)
+
+def _first(curve, key, target):
+    "The first epoch of `curve` whose `key` reached `target`, or None."
+    return next((r for r in curve if r.get(key, 0) >= target), None)
+
+def time_to_accuracy(images, # the PNG tree, with test images when `labels` are given
+                     target:float=0.995, # the accuracy to reach
+                     labels=None, # the test set's answers (`ImageId,Label` file or digits): held-out accuracy too
+                     tta:bool=False, # with `labels`: score the final model as the pipeline predicts, with TTA
+                     device=None, # default: the GPU if there is one
+                     **recipe, # passed to `train` (default: its defaults, the sample recipe)
+                    ) -> list:
+    "Train one recipe and report when validation accuracy, and held-out accuracy if `labels` are given, first reached `target`."
     t0 = time.time()
-    until = _Until(target, t0)
+    if labels is not None and not isinstance(labels, np.ndarray): labels = read_labels(labels)
+    until = _Until(t0, labels=labels)
     from fastai.learner import Learner
     old = Learner.fit
-    def fit(self, *a, cbs=None, **k): return old(self, *a, cbs=[until] + list(cbs or []), **k)
+    def fit(self, *a, cbs=None, **k):
+        if labels is not None and until.test_dl is None:
+            st = rng_state(self)
+            until.test_dl = fast_test_dl(self.dls, images, progress=False, log=lambda *a: None)
+            set_rng_state(self, st)
+        return old(self, *a, cbs=[until] + list(cbs or []), **k)
     Learner.fit = fit                                # add our timer to train()'s own fit
     run = Path(images).parent/'time_to_accuracy'
-    try: learn = train(images, epochs=epochs, bs=bs, models=run, plots=run, log=lambda *a: None, progress=False)
+    try: learn = train(images, models=run, plots=run, log=lambda *a: None, progress=False, **recipe)
     finally: Learner.fit = old
-    best = max(r['accuracy'] for r in learn.history)
-    h = until.hit
-    return [dict(group='time to accuracy', name=f'{100*target:.1f}% validation, {epochs}-epoch one-cycle',
-                 seconds=round(h['seconds'], 1) if h else None, epoch=h['epoch'] if h else None,
-                 reached=h is not None, best_accuracy=round(best, 5), total_seconds=round(time.time() - t0, 1))]
+    final = None
+    if labels is not None:                           # the submission the pipeline would make, on the clock
+        p = predict_probs(learn, images, tta=tta, log=lambda *a: None).argmax(1)
+        final = dict(seconds=round(time.time() - t0 - until.paused, 1), held_out=float((p == labels).mean()), tta=tta)
+    total = round(time.time() - t0 - until.paused, 1)
+    s = learn.train_settings
+    what = (f"{s['epochs']} epochs, bs {s['bs']}" + (f", size {s['size']}" if s['size'] != 28 else '')
+            + (f", smoothing {s['label_smoothing']:g}" if s.get('label_smoothing') else '') + (', bf16' if s.get('cpu_bf16') else ''))
+    rows = []
+    for key, name in [('valid', 'validation'), ('held_out', 'held out')]:
+        if key == 'held_out' and labels is None: continue
+        h = _first(until.curve, key, target)
+        if h is None and key == 'held_out' and final['held_out'] >= target: h = dict(final, epoch='final')
+        rows.append(dict(group='time to accuracy', name=f'{100*target:.1f}% {name}, {what}' + (', TTA' if key == 'held_out' and tta else ''), seconds=h['seconds'] if h else None,
+                         epoch=h['epoch'] if h else None, reached=h is not None,
+                         best_accuracy=round(max([r[key] for r in until.curve] + ([final['held_out']] if key == 'held_out' else [])), 5),
+                         total_seconds=total, settings=s, curve=until.curve, **(dict(final=final) if key == 'held_out' else {})))
+    return rows
+
+# %% ../nbs/08_bench.ipynb #6594ba41
+def plot_curve(row:dict, # a row of `time_to_accuracy`, with its `curve`
+               target:float=0.995, # drawn as a dashed line
+               ax=None, # matplotlib axes (default: a new figure)
+              ):
+    "Validation (and held-out) accuracy after each epoch, and the submission's, against minutes of training."
+    if ax is None: ax = plt.subplots(figsize=(6, 3.5))[1]
+    c = row['curve']
+    mins = [r['seconds']/60 for r in c]
+    keys = [('valid', 'validation', 'o-'), ('held_out', 'held out', 's-')]
+    for k, label, style in keys:
+        if k in c[0]: ax.plot(mins, [100*r[k] for r in c], style, label=label)
+    f = row.get('final')
+    if f: ax.plot([f['seconds']/60], [100*f['held_out']], '*', ms=12, label='submission' + (' (TTA)' if f['tta'] else ''))
+    lo = min([100*target] + [100*r[k] for r in c for k, *_ in keys if k in r] + ([100*f['held_out']] if f else []))
+    ax.axhline(100*target, color='grey', ls='--', lw=1)
+    ax.set(xlabel='minutes from the start of training', ylabel='accuracy (%)', ylim=(max(0, lo - 0.2*(100 - lo)), 100), title=row['name'])
+    ax.legend(loc='lower right')
+    ax.figure.tight_layout()
+    return ax
 
 # %% ../nbs/08_bench.ipynb #6954f14e
 def targets(rows:list) -> list:
@@ -324,7 +395,7 @@ def format_table(rows:list, m:dict) -> str:
 def run_bench(data='data', # folder with train.csv and test.csv (the built-in sample is written here if none)
               out='bench/results', # folder for the JSON
               work=None, # folder to work in (its filesystem is measured too); only what the run creates there is removed
-              full:bool=False, # also train to 99.5% validation accuracy
+              full:bool=False, # also train to 99.5% validation (and held-out, with the answers) accuracy
               quick:bool=False, # a few batches per measurement (a smoke test, not a measurement)
               device=None, # default: the GPU if there is one
               reps:int=1, # csv2png repetitions (alternating; the fastest of each kept)
@@ -350,7 +421,9 @@ def run_bench(data='data', # folder with train.csv and test.csv (the built-in sa
         rows += bench_train(images, batches=nb, device=dev)
         if options: rows += bench_train_options(images, batches=nb, reps=1 if quick else 2, compile=compile, device=dev)
         rows += bench_predict(images, device=dev)
-        if full: rows += time_to_accuracy(images, device=dev)
+        if full:
+            name, recipe = pick_recipe(data)             # the recipe the pipeline would pick for this data
+            rows += time_to_accuracy(images, labels=answers_for(find_csv(data, 'test'), log=lambda *a: None), device=dev, **recipe)
     finally: shutil.rmtree(work, ignore_errors=True)
     table = format_table(rows, m)
     log(table)
@@ -360,6 +433,10 @@ def run_bench(data='data', # folder with train.csv and test.csv (the built-in sa
     fname = Path(out)/f"bench-{tag}{'-quick' if quick else ''}.json"
     with atomic_open(fname, 'w') as f: f.write(json.dumps(res, indent=1) + '\n')
     log(f"wrote {fname}")
+    curves = [r for r in rows if r.get('curve')]
+    if curves:
+        ax = plot_curve(curves[-1])
+        log(f"wrote {save_figure(ax.figure, Path(out)/f'time-to-accuracy-{tag}.png')}"); plt.close(ax.figure)
     return res
 
 # %% ../nbs/08_bench.ipynb #8b3a4c53
@@ -367,7 +444,7 @@ def run_bench(data='data', # folder with train.csv and test.csv (the built-in sa
 def main(data:Param("folder with train.csv and test.csv (full size: python -m mnist_fastai.data idx2csv, from MNIST's IDX files)", str)='data',
          out:Param("folder for the JSON results", str)='bench/results',
          work:Param("folder to work in (its filesystem is measured too); only what the run creates there is removed", str)=None,
-         full:Param("also time training to 99.5% validation accuracy", store_true)=False,
+         full:Param("also time training to 99.5% validation accuracy, and held-out accuracy when the answers are there", store_true)=False,
          quick:Param("a few batches per measurement: a smoke test", store_true)=False,
          threads:Param("torch threads (default: torch's choice)", int)=None,
          reps:Param("csv2png repetitions, alternating (disk timings are noisy)", int)=1,
@@ -375,5 +452,6 @@ def main(data:Param("folder with train.csv and test.csv (full size: python -m mn
          options:Param("also measure training-step options: channels-last, bf16 autocast, batch size 128, threads", store_true)=False,
          compile:Param("with --options, torch.compile too (minutes of compiling on a CPU)", store_true)=False):
     "Benchmark every step against the plain approach, side by side; print one table and write JSON."
+    matplotlib.use('Agg')
     if threads: torch.set_num_threads(threads)
     with one_line_errors(): run_bench(data, out=out, work=work, full=full, quick=quick, reps=reps, settle=settle, options=options or compile, compile=compile)

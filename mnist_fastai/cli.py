@@ -43,6 +43,7 @@ def make_parser(func # a function whose parameters are annotated with `Param`
         kw = dict(help=(a.help + (f" (default: {d})" if d not in (None, False) else '')).replace('%', '%%'))
         if a.type is store_true: kw.update(action='store_true', default=False)
         else: kw.update(type=a.type or str, nargs=a.nargs, choices=a.choices, default=d)
+        if a.type is bool_arg and a.nargs == '?': kw['const'] = True      # `--flag` alone means true
         if not a.opt or prm.default is inspect.Parameter.empty:
             if prm.default is not inspect.Parameter.empty and a.nargs is None: kw['nargs'] = '?'
             p.add_argument(name, **kw)

@@ -4,15 +4,16 @@
 
 # %% auto #0
 __all__ = ['OFFLINE_VAR', 'URL_VAR', 'tv_arch', 'weights_url', 'cached_weights', 'download_weights', 'find_weights', 'load_state',
-           'Arch', 'KeepBest', 'History', 'rng_state', 'set_rng_state', 'Checkpoint', 'CPUAutocast', 'mnist_learner',
-           'use_distributed', 'train_plan', 'plot_history', 'setup_processes', 'suggest_lr', 'load_checkpoint',
-           'fit_stages', 'export_learner', 'train', 'sample_run', 'pretrained_flag', 'main']
+           'Arch', 'KeepBest', 'History', 'rng_state', 'set_rng_state', 'Checkpoint', 'CPUAutocast', 'cpu_has_bf16',
+           'mnist_learner', 'ProgressiveResize', 'use_distributed', 'train_plan', 'plot_history', 'setup_processes',
+           'suggest_lr', 'load_checkpoint', 'fit_stages', 'export_learner', 'train', 'sample_run', 'pretrained_flag',
+           'main']
 
 # %% ../nbs/03_train.ipynb #388e29a3
 from .cli import call_parse, Param, store_true, bool_arg
 from .data import UserError, DataError, one_line_errors, atomic_path, atomic_open, save_figure, make_sample
 from .csv2png import csv2png
-from .dataloaders import mnist_dls
+from .dataloaders import mnist_dls, Upscale
 from .fastdl import fast_dls
 import fcntl, hashlib, os, random, re, sys, time, urllib.error, urllib.request
 from contextlib import nullcontext
@@ -23,7 +24,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 from fastprogress.fastprogress import progress_bar
 from fastai.vision.all import (vision_learner, accuracy, Callback, SaveModelCallback, TrackerCallback, set_seed,
-    model_meta, ProgressCallback, noop, rank_distrib, num_distrib, save_model)
+    model_meta, ProgressCallback, noop, rank_distrib, num_distrib, save_model, LabelSmoothingCrossEntropyFlat)
 from fastai.vision.learner import _default_meta
 
 # %% ../nbs/03_train.ipynb #f225fd3c
@@ -128,16 +129,18 @@ class _Resumable(Callback):
 class KeepBest(SaveModelCallback):
     "`SaveModelCallback` that keeps the best epoch across several fits, saves atomically and ignores skipped epochs."
     skip = 0
-    def __init__(self, best=None, **kwargs):
+    def __init__(self, best=None, # the best accuracy of the run being resumed
+                 first:int=0, # epochs of each fit never kept (progressive resizing's small ones)
+                 **kwargs):
         super().__init__(monitor='accuracy', fname='best', **kwargs)
-        self.resume_best = best
+        self.resume_best, self.first = best, first
     def before_fit(self):
         prev = getattr(self, 'best', None)           # the best of an earlier stage (fine_tune's frozen epoch)
         super().before_fit()                         # fastai starts every fit from scratch here...
         if self.resume_best is not None: self.best, self.resume_best = self.resume_best, None   # resuming mid-stage
         elif prev is not None: self.best = prev      # ...but a later stage must beat what is already saved
     def after_epoch(self):                           # as SaveModelCallback, without a print per better epoch
-        if self.epoch < self.skip: return
+        if self.epoch < max(self.skip, self.first): return
         TrackerCallback.after_epoch(self)
         if self.new_best: self._save(self.fname)
     def _save(self, name):
@@ -210,6 +213,11 @@ class CPUAutocast(Callback):
     def _exit(self):
         if self.ctx is not None: self.ctx.__exit__(None, None, None); self.ctx = None
 
+# %% ../nbs/03_train.ipynb #98ee630c
+def cpu_has_bf16() -> bool:
+    "Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX), as torch sees it."
+    return any(f() for f in (getattr(torch.cpu, n, None) for n in ('_is_avx512_bf16_supported', '_is_amx_tile_supported')) if f)
+
 # %% ../nbs/03_train.ipynb #0efa0c90
 def mnist_learner(images='images', # the PNG tree written by csv2png
                   arch:str='resnet18', # torchvision model name
@@ -218,12 +226,13 @@ def mnist_learner(images='images', # the PNG tree written by csv2png
                   seed:int=42, # seed for the split, the shuffling and the initialisation
                   valid_pct:float=0.2, # fraction held out for validation
                   models='models', # folder for checkpoints
-                  mixed_precision:bool|None=None, # bf16 autocast (fp16 on older GPUs; `CPUAutocast` on a CPU); default: on a GPU only
+                  mixed_precision:bool|str|None=None, # bf16 autocast (fp16 on older GPUs; `CPUAutocast` on a CPU); None: on a GPU; 'native': also on a CPU with bf16 instructions
                   in_memory:bool=True, # serve batches from the in-memory cache (`fastdl`), else fastai's PNG pipeline
-                  channels_last:bool|None=None, # channels-last memory format (default: on a GPU)
+                  channels_last:bool|None=None, # channels-last memory format (default: on a GPU, or with mixed precision)
                   progress:bool=True, # progress bar if the cache has to be built
                   log=print, # where the line about building the cache goes
                   size:int=28, # side of the images the model sees (upscaled per batch when above 28)
+                  label_smoothing:float=0., # `eps` of fastai's label-smoothing cross-entropy (0: plain cross-entropy)
                  ):
     "A fastai `Learner` for the digits: `arch` with fastai's head, accuracy as its metric."
     ch = 3 if weights else 1
@@ -231,13 +240,32 @@ def mnist_learner(images='images', # the PNG tree written by csv2png
            else mnist_dls(images, valid_pct=valid_pct, seed=seed, bs=bs, channels=ch, size=size))
     set_seed(seed, reproducible=True)
     learn = vision_learner(dls, Arch(arch, weights), pretrained=weights is not None, n_in=dls.one_batch()[0].shape[1],
-                           metrics=accuracy, path='.', model_dir=Path(models).absolute())
+                           metrics=accuracy, path='.', model_dir=Path(models).absolute(),
+                           loss_func=LabelSmoothingCrossEntropyFlat(eps=label_smoothing) if label_smoothing else None)
     cuda = dls.device.type == 'cuda'
-    if mixed_precision is None: mixed_precision = cuda
-    if mixed_precision and cuda: learn = learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
-    elif mixed_precision: learn.add_cb(CPUAutocast())
-    if channels_last if channels_last is not None else cuda: learn.to_channelslast(use_amp=False)
+    mp = cuda if mixed_precision is None else cuda or cpu_has_bf16() if mixed_precision == 'native' else bool(mixed_precision)
+    if mp and cuda: learn = learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
+    elif mp: learn.add_cb(CPUAutocast())
+    if channels_last if channels_last is not None else cuda or mp: learn.to_channelslast(use_amp=False)   # bf16 + CL: 1.26x on a CPU
     return learn
+
+# %% ../nbs/03_train.ipynb #348faf8a
+class ProgressiveResize(Callback):
+    "Batches at 28×28 for the first `small` epochs of a fit, then at the size of the `DataLoaders`' `Upscale`."
+    order = 5
+    def __init__(self, small:int): self.small = small
+    def _upscales(self):
+        ts = [t for dl in (self.dls.train, self.dls.valid) for t in dl.after_batch.fs if isinstance(t, Upscale)]
+        return list({id(t): t for t in ts}.values())
+    def before_fit(self):
+        self.sizes = [t.size for t in self._upscales()]
+        for cb in self.learn.cbs.filter(lambda c: isinstance(c, KeepBest)): cb.first = self.small   # never keep a small epoch
+    def before_epoch(self): self._set(self.epoch < self.small)
+    def after_fit(self):
+        self._set(False)
+        for cb in self.learn.cbs.filter(lambda c: isinstance(c, KeepBest)): cb.first = 0
+    def _set(self, small):
+        for t, s in zip(self._upscales(), self.sizes): t.size = 28 if small else s
 
 # %% ../nbs/03_train.ipynb #381bdc1c
 def use_distributed():
@@ -324,6 +352,7 @@ def fit_stages(learn, # the learner
                settings:dict, # saved with the checkpoint
                ck:dict|None=None, # a checkpoint to resume from (`load_checkpoint`)
                distributed:bool=False, # run inside fastai's `distrib_ctx`
+               cbs:list=(), # more callbacks for the last stage (e.g. `ProgressiveResize`)
               ) -> list:
     "Train through `stages` with `fit_one_cycle`, resuming from `ck` if given; return the history's rows."
     dev = learn.dls.device
@@ -341,7 +370,7 @@ def fit_stages(learn, # the learner
         cp = Checkpoint(ck_file, settings, i, history, keep, smooth=ck['smooth'] if ck and i == ck['stage'] else None)
         cp.skip = start
         with learn.distrib_ctx(sync_bn=dev.type == 'cuda', cpu=dev.type == 'cpu') if distributed else nullcontext():
-            learn.fit_one_cycle(st['n'], st['lr'], cbs=[keep, history, cp], start_epoch=start, **st['kw'])
+            learn.fit_one_cycle(st['n'], st['lr'], cbs=[keep, history, cp] + (list(cbs) if i == len(stages) - 1 else []), start_epoch=start, **st['kw'])
     return history.rows
 
 # %% ../nbs/03_train.ipynb #cd3f5d9e
@@ -356,7 +385,7 @@ def export_learner(learn, # a trained learner, with `history` and `train_setting
     plot_history(learn.history, plots/'training.png'); plt.close('all')
     with atomic_path(models/export) as tmp: learn.export(os.path.abspath(tmp))
     (models/'last.pth').unlink(missing_ok=True)
-    best = max(learn.history, key=lambda r: r['accuracy'])
+    best = getattr(learn, 'best_row', None) or max(learn.history, key=lambda r: r['accuracy'])
     log(f"best validation accuracy {100*best['accuracy']:.2f}% (epoch {best['epoch']+1}); "
         f"exported {models/export}; log {plots/'training_log.csv'}, plot {plots/'training.png'}")
     return models/export
@@ -379,34 +408,46 @@ def train(images='images', # the PNG tree written by csv2png
           progress:bool=True, # fastai's progress bars (else one line per epoch to `log`)
           resume:bool=False, # continue from `models/last.pth` if an earlier run with the same settings left one
           in_memory:bool=True, # batches from the in-memory cache (else fastai's PNG pipeline)
-          channels_last:bool|None=None, # channels-last memory format (default: on a GPU)
+          channels_last:bool|None=None, # channels-last memory format (default: on a GPU, or with mixed precision)
           size:int=28, # side of the images the model sees (upscaled per batch when above 28)
-          mixed_precision:bool|None=None, # bf16 autocast (fp16 on older GPUs); default: on a GPU only
+          mixed_precision:bool|str|None=None, # bf16 autocast (fp16 on older GPUs); None: on a GPU; 'native': also on a CPU with bf16 instructions
+          label_smoothing:float=0., # label-smoothing `eps` (0: plain cross-entropy)
+          small_epochs:int=0, # progressive resizing: the first epochs at 28×28, the rest at `size` (0: `size` throughout)
          ):
     "Train on `images/train`, keep the best epoch, export to `models/export`; return the `Learner`."
+    if small_epochs and not 0 < small_epochs < epochs: raise UserError(f"--small_epochs {small_epochs}: must be fewer than --epochs {epochs}")
+    if small_epochs and size == 28: raise UserError(f"--small_epochs {small_epochs}: needs a --size above 28 for the later epochs")
     dist, main, log = setup_processes(log)
     w, msg = find_weights(arch, pretrained, weights, progress=progress and main)
     log(msg)
     learn = mnist_learner(images, arch=arch, weights=w, bs=bs, seed=seed, valid_pct=valid_pct, models=models, in_memory=in_memory,
-                          channels_last=channels_last, progress=progress, log=log, size=size, mixed_precision=mixed_precision)
+                          channels_last=channels_last, progress=progress, log=log, size=size, mixed_precision=mixed_precision,
+                          label_smoothing=label_smoothing)
     dev = learn.dls.device
     log(f"training {arch} on {torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'the CPU'}"
         f"{' with mixed precision' if any(type(c).__name__ in ('MixedPrecision', 'CPUAutocast') for c in learn.cbs) else ''}: "
         f"{len(learn.dls.train_ds)} train / {len(learn.dls.valid_ds)} valid images, bs {bs}, seed {seed}, "
-        f"{'batches from memory' if in_memory else 'PNG pipeline'}" + (f", {num_distrib()} processes" if dist else ''))
+        f"{'batches from memory' if in_memory else 'PNG pipeline'}" + (f", {num_distrib()} processes" if dist else '')
+        + (f", {size}×{size} inputs" + (f" after {small_epochs} epochs at 28×28" if small_epochs else '') if size != 28 else ''))
     if not progress: learn.remove_cbs([ProgressCallback]); learn.logger = noop
     if lr_find: lr = lr or suggest_lr(learn, plots, log)
     settings = dict(arch=arch, epochs=epochs, lr=lr or (2e-3 if w else 3e-3), bs=bs, seed=seed, valid_pct=valid_pct,
                     weights=str(w) if w else 'scratch', data='memory' if in_memory else 'png', size=size)
     if dist: settings['processes'] = num_distrib()
     if any(isinstance(c, CPUAutocast) for c in learn.cbs): settings['cpu_bf16'] = True
+    if label_smoothing: settings['label_smoothing'] = label_smoothing
+    if small_epochs: settings['small_epochs'] = small_epochs
     ck_file = Path(models)/'last.pth'
     ck = load_checkpoint(ck_file, settings, log) if resume else None
     hist = History(Path(plots)/'training_log.csv', log=None if progress else log, rows=ck['rows'] if ck else None)
     keep = KeepBest(best=ck['best'] if ck else None)
     set_seed(seed, reproducible=True)
-    rows = fit_stages(learn, train_plan(w is not None, epochs, settings['lr']), hist, keep, ck_file, settings, ck=ck, distributed=dist)
-    learn.train_settings = dict(settings, valid_accuracy=round(max(r['accuracy'] for r in rows), 5))
+    plan = train_plan(w is not None, epochs, settings['lr'])
+    rows = fit_stages(learn, plan, hist, keep, ck_file, settings, ck=ck, distributed=dist,
+                      cbs=[ProgressiveResize(small_epochs)] if small_epochs else [])
+    last = [r for r in rows if r['stage'] == len(plan)]
+    learn.best_row = max([r for r in rows if r['stage'] < len(plan)] + last[small_epochs:], key=lambda r: r['accuracy'])   # what KeepBest kept
+    learn.train_settings = dict(settings, valid_accuracy=round(learn.best_row['accuracy'], 5))
     learn.history = rows
     if main: export_learner(learn, models, export, plots, log)
     return learn
@@ -455,12 +496,15 @@ def main(images:Param("the PNG tree written by csv2png", str)='images',
          resume:Param("continue an interrupted run from models/last.pth", store_true)=False,
          export:Param("file name of the exported learner in --models", str)='model.pkl',
          png:Param("read PNGs item by item (fastai's default pipeline) instead of the in-memory cache", store_true)=False,
-         channels_last:Param("channels-last memory format (default: on a GPU)", bool_arg)=None,
+         channels_last:Param("channels-last memory format (default: on a GPU, or with mixed precision)", bool_arg)=None,
          mixed_precision:Param("bf16 autocast (fp16 on older GPUs); default: on a GPU only", bool_arg)=None,
-         size:Param("side of the images the model sees (upscaled per batch above 28)", int)=28):
+         size:Param("side of the images the model sees (upscaled per batch above 28)", int)=28,
+         label_smoothing:Param("label-smoothing eps of the loss (0: plain cross-entropy)", float)=0.,
+         small_epochs:Param("progressive resizing: the first N epochs at 28x28, the rest at --size", int)=0):
     "Fine-tune (or train from scratch) a resnet on images/train with fit_one_cycle and export the learner."
     matplotlib.use('Agg')
     with one_line_errors():
         train(images, arch=arch, epochs=epochs, lr=lr, bs=bs, seed=seed, valid_pct=valid_pct, pretrained=pretrained_flag(pretrained, scratch),
               weights=weights, lr_find=lr_find, models=models, plots=plots, export=export, progress=sys.stdout.isatty(), resume=resume,
-              in_memory=not png, channels_last=channels_last, size=size, mixed_precision=mixed_precision)
+              in_memory=not png, channels_last=channels_last, size=size, mixed_precision=mixed_precision, label_smoothing=label_smoothing,
+              small_epochs=small_epochs)

@@ -4,7 +4,11 @@ from pathlib import Path
 import numpy as np
 import pytest, torch, torchvision
 from conftest import run, assert_one_line_error
+import json
+import pandas as pd
+from fastai.learner import load_learner
 from mnist_fastai.data import make_sample
+from mnist_fastai.train import cpu_has_bf16
 
 @pytest.fixture(scope='module')
 def project(tmp_path_factory):
@@ -36,6 +40,22 @@ def test_train_errors(project, tmp_path):
     assert_one_line_error(run('-m', 'mnist_fastai.train', '--images', tmp_path, cwd=project), 'no training PNGs')
     (tmp_path/'bad.pth').write_bytes(b'garbage')
     assert_one_line_error(run('-m', 'mnist_fastai.train', '--weights', tmp_path/'bad.pth', cwd=project), 'bad.pth: not a PyTorch weights file')
+
+def test_train_progressive_resizing(project, tmp_path):
+    "--size 56 --small_epochs 1: the first epoch at 28x28, the second at 56x56, which is the one kept and the size the learner predicts at."
+    out = dict(models=tmp_path/'m', plots=tmp_path/'p')
+    r = run('-m', 'mnist_fastai.train', '--epochs', '2', '--bs', '32', '--size', '56', '--small_epochs', '1',
+            '--models', out['models'], '--plots', out['plots'], cwd=project)
+    assert r.returncode == 0, r.stderr
+    assert 'bs 32, seed 42, batches from memory, 56×56 inputs after 1 epochs at 28×28' in r.stdout
+    assert 'best validation accuracy' in r.stdout and '(epoch 2)' in r.stdout        # the small epoch is never the one kept
+    learn = load_learner(out['models']/'model.pkl')
+    assert [t.size for t in learn.dls.valid.after_batch.fs if type(t).__name__ == 'Upscale'] == [56]
+    assert learn.train_settings['small_epochs'] == 1 and len((out['plots']/'training_log.csv').read_text().splitlines()) == 3
+    bad = ('-m', 'mnist_fastai.train', '--models', tmp_path/'bad')
+    assert_one_line_error(run(*bad, '--epochs', '2', '--size', '56', '--small_epochs', '2', cwd=project), '--small_epochs 2: must be fewer than --epochs 2')
+    assert_one_line_error(run(*bad, '--epochs', '2', '--small_epochs', '1', cwd=project), '--small_epochs 1: needs a --size above 28')
+    assert not (tmp_path/'bad').exists()
 
 def test_train_from_weights_file(project, tmp_path):
     """The cached pretrained path: a state dict in torchvision's cache (here a random resnet18) is fine-tuned, and the
@@ -131,13 +151,27 @@ def test_predict_scores_only_answers_that_belong(project, tmp_path):
     assert 'local accuracy' in run('-m', 'mnist_fastai.predict', '--out', tmp_path/'same.csv', cwd=project).stdout
 
 def test_pipeline_builds_sample_when_no_data(tmp_path):
-    r = run('-m', 'mnist_fastai.pipeline', '--epochs', '1', cwd=tmp_path)
+    r = run('-m', 'mnist_fastai.pipeline', '--epochs', '1', '--tta', cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     out = r.stdout
     assert 'no train.csv in data: writing the built-in sample' in out
+    assert "recipe 'sample': 1 epochs, bs 64, 20% validation, float32 (mixed precision on a GPU), TTA" in out   # --tta alone: on
     assert 'train: 4000 images' in out and 'test: 1000 images' in out
     assert 'wrote submissions/submission.csv (1000 rows, checked)' in out and 'local accuracy' in out
     assert (tmp_path/'submissions/submission.csv').exists() and (tmp_path/'models/model.pkl').exists()
+
+def test_pipeline_full_recipe(tmp_path):
+    "The full recipe, asked for on a small set: its settings reach training (bf16 exactly where this CPU has it) and the record; flags win."
+    make_sample(tmp_path/'data', n_test=100, n_train=600)
+    r = run('-m', 'mnist_fastai.pipeline', '--recipe', 'full', '--epochs', '1', '--tta', 'false', cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "recipe 'full': 1 epochs, bs 128, 10% validation, bfloat16 where native, label smoothing 0.1" in r.stdout
+    assert 'TTA' not in r.stdout.split("recipe 'full'")[1].splitlines()[0]
+    assert ('on the CPU with mixed precision: 540 train / 60 valid images, bs 128' in r.stdout) == cpu_has_bf16()
+    settings = json.loads(pd.read_csv(tmp_path/'submissions/scores.csv')['settings'].iloc[-1])
+    assert (settings['recipe'], settings['tta'], settings['label_smoothing'], settings['valid_pct']) == ('full', False, 0.1, 0.1)
+    learn = load_learner(tmp_path/'models/model.pkl')
+    assert type(learn.loss_func).__name__ == 'LabelSmoothingCrossEntropyFlat' and learn.loss_func.func.eps == 0.1
 
 def test_pipeline_errors(tmp_path):
     (tmp_path/'data').mkdir(); (tmp_path/'data/test.csv').write_text('pixel0\n1\n')
