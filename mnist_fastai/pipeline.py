@@ -77,7 +77,7 @@ def predict_members(files:list, # the exported learners
 # %% ../nbs/07_pipeline.ipynb #7d22a6b5
 RECIPES = {
     'sample': dict(epochs=8, bs=64, valid_pct=0.2, label_smoothing=0., mixed_precision=None, tta=False),
-    'full': dict(epochs=14, bs=128, valid_pct=0.1, label_smoothing=0.1, mixed_precision='native', tta=True),
+    'full': dict(epochs=14, bs=128, valid_pct=0.1, label_smoothing=0., mixed_precision='native', tta=True),
 }
 FULL_ROWS = 20_000
 
@@ -161,7 +161,7 @@ def main(data:Param("folder with train.csv/test.csv (built-in sample written her
          size:Param("side of the images the model sees (upscaled per batch above 28)", int)=28,
          small_epochs:Param("progressive resizing: the first N epochs at 28x28, the rest at --size", int)=0,
          valid_pct:Param("fraction of train.csv held out for validation (sample: 0.2, full: 0.1)", float)=None,
-         label_smoothing:Param("label-smoothing eps (sample: 0, full: 0.1)", float)=None,
+         label_smoothing:Param("label-smoothing eps (default: 0, plain cross-entropy)", float)=None,
          mixed_precision:Param("bf16 autocast (sample: on a GPU; full: also on a CPU with bf16 instructions)", bool_arg)=None):
     "Run the whole competition pipeline: CSVs, PNGs, training, prediction, a checked submission."
     matplotlib.use('Agg')
