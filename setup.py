@@ -1,4 +1,4 @@
-"Install mnist_fastai from the settings in settings.ini (nbdev 2 layout)."
+"Install mnist_fastai from the settings in settings.ini (nbdev 3 reads pyproject.toml's [tool.nbdev] table, nbdev 2 settings.ini)."
 from configparser import ConfigParser
 from pathlib import Path
 import setuptools
@@ -17,5 +17,7 @@ setuptools.setup(
     url=cfg['git_url'], packages=setuptools.find_packages(include=['mnist_fastai', 'mnist_fastai.*']),
     python_requires=f">={cfg['min_python']}", install_requires=reqs,
     extras_require={'dev': dev_reqs}, include_package_data=True, zip_safe=False,
-    entry_points={'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"]},
+    entry_points={'nbdev': [f"{cfg['lib_path']}={cfg['lib_path']}._modidx:d"],
+                  # nbdev 3 has only nbdev-export etc.; the project's card (and nbdev 2) write nbdev_export
+                  'console_scripts': [f"nbdev_{c}=mnist_fastai.cli:nbdev_{c}" for c in ('export', 'test', 'clean')]},
 )

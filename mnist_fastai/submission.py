@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['SCORE_COLS', 'write_submission', 'count_rows', 'check_submission', 'read_labels', 'score', 'answers_for',
-           'record_score', 'leaderboard']
+           'record_score', 'record_public', 'leaderboard']
 
 # %% ../nbs/00a_submission.ipynb #ab0fde6f
 import csv, io, json, re, time
@@ -103,6 +103,19 @@ def answers_for(test, # the test CSV that will be predicted (or `archive.zip:tes
 # %% ../nbs/00a_submission.ipynb #917df963
 SCORE_COLS = ['file', 'accuracy', 'time', 'seconds', 'settings']
 
+def _board(scores) -> tuple:
+    "The header and rows of a leaderboard file (a new one: `SCORE_COLS` and no rows)."
+    if not Path(scores).exists(): return list(SCORE_COLS), []
+    rows = list(csv.reader(io.StringIO(Path(scores).read_text())))
+    return rows[0], rows[1:]
+
+def _write_board(scores, header:list, rows:list) -> Path:
+    "Write a leaderboard file atomically."
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator='\n').writerows([header, *rows])
+    with atomic_open(scores, 'w') as f: f.write(buf.getvalue())
+    return Path(scores)
+
 def record_score(file, # the submission that was scored
                  accuracy:float, # its score
                  settings:dict, # what made it (recorded as JSON)
@@ -110,22 +123,33 @@ def record_score(file, # the submission that was scored
                  scores='submissions/scores.csv', # the leaderboard file
                 ) -> Path:
     "Add a row to the leaderboard CSV, atomically rewriting it."
-    scores = Path(scores)
-    old = scores.read_text() if scores.exists() else ','.join(SCORE_COLS) + '\n'
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator='\n').writerow([str(file), f'{accuracy:.5f}', time.strftime('%Y-%m-%d %H:%M:%S'),
-                                                   '' if seconds is None else f'{seconds:.1f}', json.dumps(settings, sort_keys=True)])
-    with atomic_open(scores, 'w') as f: f.write(old + buf.getvalue())
-    return scores
+    header, rows = _board(scores)
+    row = dict(file=str(file), accuracy=f'{accuracy:.5f}', time=time.strftime('%Y-%m-%d %H:%M:%S'),
+               seconds='' if seconds is None else f'{seconds:.1f}', settings=json.dumps(settings, sort_keys=True))
+    return _write_board(scores, header, rows + [[row.get(h, '') for h in header]])
 
 # %% ../nbs/00a_submission.ipynb #fbefe51c
+def record_public(file, # a submission sent to Kaggle
+                  public:str, # the public score Kaggle gave it
+                  scores='submissions/scores.csv', # the leaderboard file
+                 ) -> bool:
+    "Put Kaggle's public score beside `file`'s latest local score (a `kaggle` column); False if `file` has none."
+    header, rows = _board(scores)
+    same = [i for i, r in enumerate(rows) if r and Path(r[0]).resolve() == Path(file).resolve()]
+    if not same: return False
+    if 'kaggle' not in header: header, rows = header + ['kaggle'], [r + [''] for r in rows]
+    rows[same[-1]][header.index('kaggle')] = str(public)
+    _write_board(scores, header, rows)
+    return True
+
 def leaderboard(scores='submissions/scores.csv', # the leaderboard file
                 top:int=10, # rows to show
                 when:bool=True, # show when each was scored and how long it took
                ) -> str:
-    "The leaderboard as text, best first."
+    "The leaderboard as text, best first (with Kaggle's public score where one was brought back)."
     import pandas as pd
     if not Path(scores).exists(): return '(no scores yet)'
-    df = pd.read_csv(scores).sort_values('accuracy', ascending=False, kind='stable').head(top)
+    df = pd.read_csv(scores, dtype={'kaggle': str}).fillna({'kaggle': ''})
+    df = df.sort_values('accuracy', ascending=False, kind='stable').head(top)
     df.insert(0, 'rank', range(1, len(df) + 1))
     return df.drop(columns=[] if when else ['time', 'seconds']).to_string(index=False, max_colwidth=70)

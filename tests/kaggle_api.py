@@ -74,12 +74,14 @@ class Submission:
     date: datetime
     public_score: str | None = None
     private_score: str | None = None
+    error: str | None = None    # Kaggle could not score it: status ERROR with this description
 
     def to_api(self):
         "The ApiSubmission JSON kagglesdk parses (status enum by name, datetime as ISO with a Z)."
+        status = 'ERROR' if self.error else 'COMPLETE' if self.public_score is not None else 'PENDING'
         d = dict(ref=self.ref, totalBytes=len(self.content), fileName=self.file_name,
-                 date=self.date.strftime('%Y-%m-%dT%H:%M:%S.000Z'),
-                 status='COMPLETE' if self.public_score is not None else 'PENDING')
+                 date=self.date.strftime('%Y-%m-%dT%H:%M:%S.000Z'), status=status)
+        if self.error: d['errorDescription'] = self.error
         if self.description: d['description'] = self.description
         if self.public_score is not None: d['publicScore'] = self.public_score
         if self.private_score is not None: d['privateScore'] = self.private_score
@@ -104,13 +106,14 @@ class KaggleStub:
       * `refuse_upload=True`: the PUT of the file gets 403, as a failed blob upload would;
       * `refuse_submission='...'`: CreateSubmission answers 400 with that message;
       * any competition not in `competitions` gets `unknown_status` (404) on every competition call.
-    New submissions are listed as COMPLETE with public score `score` (None: PENDING, no score).
+    New submissions are listed as COMPLETE with public score `score` (None: PENDING, no score), or as ERROR
+    with `scoring_error` as the description when that is given (what `submit --wait` and `submission` read).
     """
 
     def __init__(self, data_zip=b'', *, competitions=None, username='stub-user', api_keys=None,
                  access_tokens=None, refresh_token='stub-refresh-token',
                  oauth_code='stub-oauth-code', refuse_upload=False, refuse_submission=None, unknown_status=404,
-                 score='0.99000', daily_limit=5, last_modified=None, api_version=None, max_requests=500,
+                 score='0.99000', scoring_error=None, daily_limit=5, last_modified=None, api_version=None, max_requests=500,
                  request_timeout=10.0):
         self.data_zip = bytes(data_zip)
         self.competitions = dict(competitions or {'digit-recognizer': 'Digit Recognizer'})  # slug -> title
@@ -120,6 +123,7 @@ class KaggleStub:
         self.refresh_token, self.oauth_code = refresh_token, oauth_code
         self.refuse_upload, self.refuse_submission = refuse_upload, refuse_submission
         self.unknown_status, self.score, self.daily_limit = unknown_status, score, daily_limit
+        self.scoring_error = scoring_error
         self.last_modified = last_modified      # epoch seconds for the blob's Last-Modified, or None to omit
         self.api_version = api_version          # X-Kaggle-ApiVersion to send; a newer one makes the CLI warn
         self.max_requests, self.request_timeout = max_requests, request_timeout
@@ -269,7 +273,8 @@ class KaggleStub:
                 raise _Error(400, 'No uploaded file for that blob token.')
             sub = Submission(ref=100000 + next(self._ids), competition=slug, file_name=up['file_name'],
                              content=up['content'], description=body.get('submissionDescription'),
-                             date=datetime.now(timezone.utc).replace(tzinfo=None), public_score=self.score)
+                             date=datetime.now(timezone.utc).replace(tzinfo=None), public_score=self.score,
+                             error=self.scoring_error)
             self.submissions.append(sub)
             return 200, dict(message=f'Successfully submitted to {self.competitions[slug]}', ref=sub.ref)
         if method == 'GetSubmissionLimits':

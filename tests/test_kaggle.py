@@ -208,3 +208,77 @@ def test_answers_are_checked_against_their_own_test_set(tmp_path, monkeypatch):
     make_sample('other', n_test=200, n_train=300, seed=3)
     assert answers_for('other/test.csv', log=print) == Path('other/test_labels.csv')
     assert answers_for('data/test.csv', log=print) == Path('data/test_labels.csv')
+
+def _scored_locally(work, sub, accuracy=0.97):
+    "A leaderboard row for `sub`, as predict leaves it after scoring against local answers."
+    from mnist_fastai.submission import record_score
+    record_score(sub.relative_to(work), accuracy, {'model': 'test'}, scores=work/'submissions/scores.csv')
+
+def test_submit_wait_brings_the_public_score_back(stub, home, work):
+    "`submit --wait`: the CLI polls GetSubmission until COMPLETE; one line with the score, recorded beside the local one."
+    (work/'submissions').mkdir()
+    sub = good_submission(work/'submissions/submission.csv')
+    _scored_locally(work, sub)
+    r = run_kaggle(stub, home, 'submit', 'submissions/submission.csv', '-m', 'waited', '--wait', '60', cwd=work)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    [s] = stub.submissions
+    assert f'submissions/submission.csv: public score 0.99000 on Kaggle (submission {s.ref})' in r.stdout
+    assert [c.body for c in stub.api_calls('GetSubmission')] == [{'ref': s.ref}]
+    import csv as _csv
+    [row] = list(_csv.DictReader(open(work/'submissions/scores.csv')))
+    assert (row['accuracy'], row['kaggle']) == ('0.97000', '0.99000')
+    assert 'stub-api-key' not in r.stdout + r.stderr
+
+def test_submit_wait_without_a_local_score(stub, home, work):
+    "A file that was never scored locally (a teammate's, a notebook's): the public score is printed, no leaderboard row made."
+    r = run_kaggle(stub, home, 'submit', good_submission(work/'theirs.csv'), '--wait', cwd=work)   # bare --wait
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert 'public score 0.99000 on Kaggle' in r.stdout and not (work/'scores.csv').exists()
+
+def test_submit_wait_still_pending(sample, tmp_path, work):
+    "Kaggle has not scored it when the wait ends: the submission was made; one line says so and how to look later."
+    with KaggleStub(competition_zip(sample), score=None) as stub:
+        home = tmp_path/'home'; stub.write_kaggle_json(home/'.kaggle')
+        r = run_kaggle(stub, home, 'submit', good_submission(work/'sub.csv'), '--wait', '1', cwd=work)
+        [s] = stub.submissions
+        assert 2 <= len(stub.api_calls('GetSubmission')) <= 3 and stub.foreign() == []
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert f'submitted (ref {s.ref}); not scored yet after 1 s: python -m mnist_fastai.kaggle scores' in r.stdout
+    assert 'public score' not in r.stdout
+
+def test_submit_wait_scoring_error(sample, tmp_path, work):
+    "Kaggle answers ERROR for the submission: one error line with Kaggle's description, exit 2."
+    with KaggleStub(competition_zip(sample), scoring_error='Submission must have 28000 rows') as stub:
+        home = tmp_path/'home'; stub.write_kaggle_json(home/'.kaggle')
+        r = run_kaggle(stub, home, 'submit', good_submission(work/'sub.csv'), '--wait', '30', cwd=work)
+        [s] = stub.submissions
+    assert_one_line_error(r, f'submission {s.ref} was made, but Kaggle could not score it', 'must have 28000 rows')
+
+def test_submit_wait_no_credentials(stub, tmp_path, work):
+    r = run_kaggle(stub, tmp_path/'empty-home', 'submit', good_submission(work/'sub.csv'), '--wait', '5', cwd=work)
+    assert_one_line_error(r, 'kaggle auth login')
+    assert stub.submissions == []
+
+def test_scores_lists_the_submissions(sample, tmp_path, work):
+    "`scores`: the competition's submissions, newest first, as `kaggle competitions submissions` lists them."
+    with KaggleStub(competition_zip(sample)) as stub:
+        home = tmp_path/'home'; stub.write_kaggle_json(home/'.kaggle')
+        r0 = run_kaggle(stub, home, 'scores', cwd=work)
+        for i, msg in enumerate(['first', 'second']):
+            stub.score = f'0.9{i}000'
+            assert run_kaggle(stub, home, 'submit', good_submission(work/f'{msg}.csv'), '-m', msg, cwd=work).returncode == 0
+        stub.score = None
+        assert run_kaggle(stub, home, 'submit', good_submission(work/'third.csv'), '-m', 'third', cwd=work).returncode == 0
+        r = run_kaggle(stub, home, 'scores', cwd=work)
+        refs = [s.ref for s in stub.submissions]
+    assert r0.returncode == 0 and f'no submissions to {COMP} yet' in r0.stdout, (r0.stdout, r0.stderr)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ['ref', 'date', 'status', 'public', 'private', 'file', 'message']
+    rows = [l.split() for l in lines[1:]]
+    assert [(x[0], x[3], x[4]) for x in rows] == [(str(refs[2]), 'PENDING', 'third.csv'), (str(refs[1]), 'COMPLETE', '0.91000'),
+                                                 (str(refs[0]), 'COMPLETE', '0.90000')]
+
+def test_scores_unknown_competition(stub, home, work):
+    assert_one_line_error(run_kaggle(stub, home, 'scores', '--competition', 'digit-recogniser', cwd=work),
+                          'kaggle competitions submissions failed', 'digit-recogniser')
