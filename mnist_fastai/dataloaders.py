@@ -84,7 +84,7 @@ def mnist_dls(images='images', # the PNG tree written by csv2png
     "Seeded fastai `DataLoaders` over `images/train`, with labels from the folder names."
     if channels not in (1, 3): raise ValueError(f"channels={channels}: must be 1 or 3")
     train_files(images)                                            # a clear error if there is nothing to train on
-    set_seed(seed, reproducible=True)
+    set_seed(seed)
     stats = MNIST_STATS if channels == 1 else imagenet_stats
     block = DataBlock(blocks=(ImageBlock(PILImageBW if channels == 1 else PILImage), CategoryBlock(vocab=VOCAB)),
                       get_items=train_files, get_y=parent_label, splitter=RandomSplitter(valid_pct, seed=seed),

@@ -192,7 +192,7 @@ def fast_dls(images='images', # the PNG tree written by csv2png
     if channels not in (1, 3): raise ValueError(f"channels={channels}: must be 1 or 3")
     device = default_device() if device is None else torch.device(device)
     c = load_cache(images, 'train', progress=progress, log=log).to(device)
-    set_seed(seed, reproducible=True)
+    set_seed(seed)
     splits = RandomSplitter(valid_pct, seed=seed)(range(len(c)))
     dsets = Datasets(L(range(len(c))), [[ReadDigit(c)], [DigitLabel(c), Categorize(vocab=VOCAB)]], splits=splits)
     stats = MNIST_STATS if channels == 1 else imagenet_stats

@@ -118,7 +118,8 @@ def pipeline(data='data', # folder with the competition CSVs (the built-in sampl
              small_epochs:int=0, # progressive resizing: the first epochs at 28×28, the rest at `size`
              valid_pct:float|None=None, # fraction of train.csv held out for validation (default: the recipe's)
              label_smoothing:float|None=None, # label-smoothing `eps` (default: the recipe's)
-             mixed_precision:bool|str|None=None, # bf16 autocast, see `mnist_learner` (default: the recipe's)
+             mixed_precision:bool|str|None=None, # see `choose_precision` (default: the recipe's)
+             deterministic:bool=False, # on a GPU, deterministic cuDNN kernels (see `train`)
              progress:bool=True, # progress bars
              log=print, # where progress lines go
             ) -> dict:
@@ -133,7 +134,8 @@ def pipeline(data='data', # folder with the competition CSVs (the built-in sampl
     for r in csv2png(data, dest=images, progress=progress): _step(log)(summary(r))
     seeds, tta = list(range(seed, seed + ensemble)), rs.pop('tta')
     hyper = dict(arch=arch, lr=lr, size=size, **rs, **(dict(small_epochs=small_epochs) if small_epochs else {}))
-    files = train_members(images, models, seeds=seeds, log=log, pretrained=pretrained, progress=progress, in_memory=in_memory, **hyper)
+    files = train_members(images, models, seeds=seeds, log=log, pretrained=pretrained, progress=progress, in_memory=in_memory,
+                          deterministic=deterministic, **hyper)
     res = predict_members(files, images, out, labels=labels, settings=dict(hyper, recipe=name, seed=seeds, tta=tta), log=log,
                           tta=tta, in_memory=in_memory)
     res['total_seconds'] = round(time.time() - t0, 1)
@@ -162,11 +164,12 @@ def main(data:Param("folder with train.csv/test.csv (built-in sample written her
          small_epochs:Param("progressive resizing: the first N epochs at 28x28, the rest at --size", int)=0,
          valid_pct:Param("fraction of train.csv held out for validation (sample: 0.2, full: 0.1)", float)=None,
          label_smoothing:Param("label-smoothing eps (default: 0, plain cross-entropy)", float)=None,
-         mixed_precision:Param("bf16 autocast (sample: on a GPU; full: also on a CPU with bf16 instructions)", bool_arg)=None):
+         mixed_precision:Param("mixed precision (sample: on a GPU, in the precision it runs natively; full: also bf16 on a CPU with bf16 instructions)", bool_arg)=None,
+         deterministic:Param("on a GPU, deterministic cuDNN kernels (slower; the CPU is always reproducible)", store_true)=False):
     "Run the whole competition pipeline: CSVs, PNGs, training, prediction, a checked submission."
     matplotlib.use('Agg')
     with one_line_errors():
         pipeline(data, images=images, models=models, out=out, recipe=recipe, epochs=epochs, bs=bs, lr=lr, seed=seed, arch=arch,
                  pretrained=pretrained_flag(pretrained, scratch), tta=tta, ensemble=ensemble, in_memory=not png, size=size,
                  small_epochs=small_epochs, valid_pct=valid_pct, label_smoothing=label_smoothing, mixed_precision=mixed_precision,
-                 progress=sys.stdout.isatty())
+                 deterministic=deterministic, progress=sys.stdout.isatty())

@@ -5,8 +5,9 @@
 # %% auto #0
 __all__ = ['OFFLINE_VAR', 'URL_VAR', 'tv_arch', 'weights_url', 'cached_weights', 'download_weights', 'find_weights', 'load_state',
            'Arch', 'KeepBest', 'History', 'rng_state', 'set_rng_state', 'Checkpoint', 'CPUAutocast', 'cpu_has_bf16',
-           'mnist_learner', 'ProgressiveResize', 'use_distributed', 'train_plan', 'plot_history', 'setup_processes',
-           'suggest_lr', 'load_checkpoint', 'fit_stages', 'export_learner', 'train', 'sample_run', 'pretrained_flag',
+           'gpu_precision', 'choose_precision', 'mnist_learner', 'describe_device', 'ProgressiveResize',
+           'use_distributed', 'train_plan', 'plot_history', 'setup_processes', 'suggest_lr', 'load_checkpoint',
+           'load_opt_state', 'fit_stages', 'cudnn_mode', 'export_learner', 'train', 'sample_run', 'pretrained_flag',
            'main']
 
 # %% ../nbs/03_train.ipynb #388e29a3
@@ -16,7 +17,7 @@ from .csv2png import csv2png
 from .dataloaders import mnist_dls, Upscale
 from .fastdl import fast_dls
 import fcntl, hashlib, os, random, re, sys, time, urllib.error, urllib.request
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 import numpy as np
 import torch, torchvision
@@ -24,7 +25,8 @@ import matplotlib
 import matplotlib.pyplot as plt
 from fastprogress.fastprogress import progress_bar
 from fastai.vision.all import (vision_learner, accuracy, Callback, SaveModelCallback, TrackerCallback, set_seed,
-    model_meta, ProgressCallback, noop, rank_distrib, num_distrib, save_model, LabelSmoothingCrossEntropyFlat)
+    model_meta, ProgressCallback, noop, rank_distrib, num_distrib, save_model, LabelSmoothingCrossEntropyFlat,
+    get_model, default_device, MixedPrecision)
 from fastai.vision.learner import _default_meta
 
 # %% ../nbs/03_train.ipynb #f225fd3c
@@ -187,7 +189,7 @@ def set_rng_state(learn, st:dict):
     _train_dl(learn).rng.setstate(st['dl'])
 
 class Checkpoint(_Resumable):
-    "After each epoch, save weights, optimiser, position, history and RNG states to `fname`, atomically."
+    "After each epoch, save weights (unwrapped from `DistributedDataParallel`), optimiser, position, history and RNG states to `fname`, atomically."
     order = 70
     def __init__(self, fname, settings:dict, stage:int, history:History, keep:KeepBest, smooth=None):
         self.fname, self.settings, self.stage_idx, self.history, self.keep = Path(fname), settings, stage, history, keep
@@ -198,7 +200,7 @@ class Checkpoint(_Resumable):
         if self.skipped() or rank_distrib(): return
         sl = self.learn.recorder.smooth_loss
         state = dict(settings=self.settings, stage=self.stage_idx, epoch=self.epoch, n_epoch=self.n_epoch,
-                     model=self.learn.model.state_dict(), opt=self.learn.opt.state_dict(), rows=self.history.rows,
+                     model=get_model(self.learn.model).state_dict(), opt=self.learn.opt.state_dict(), rows=self.history.rows,
                      best=float(self.keep.best), rng=rng_state(self.learn), smooth=(sl.count, sl.val))
         with atomic_open(self.fname) as f: torch.save(state, f)
 
@@ -218,6 +220,27 @@ def cpu_has_bf16() -> bool:
     "Whether this CPU computes bfloat16 natively (AVX-512 BF16 or AMX), as torch sees it."
     return any(f() for f in (getattr(torch.cpu, n, None) for n in ('_is_avx512_bf16_supported', '_is_amx_tile_supported')) if f)
 
+# %% ../nbs/03_train.ipynb #de76a211
+def gpu_precision(capability:tuple, # the GPU's compute capability, as `torch.cuda.get_device_capability()` gives it
+                 ) -> str|None:
+    "The mixed precision a GPU runs natively: 'bf16' from 8.0, 'fp16' (with loss scaling) on 7.x and the P100, else None."
+    cap = tuple(capability)
+    if cap >= (8, 0): return 'bf16'
+    if cap >= (7, 0) or cap == (6, 0): return 'fp16'
+    return None
+
+# %% ../nbs/03_train.ipynb #b83b7ac7
+def choose_precision(mixed_precision:bool|str|None, # None: the device's default; True/False; 'native'; 'fp16' or 'bf16'
+                     cuda:bool, # training on a GPU
+                     capability:tuple=(0, 0), # the GPU's compute capability
+                    ) -> str|None:
+    "'bf16' or 'fp16' (fastai's `MixedPrecision` on a GPU), 'cpu-bf16' (`CPUAutocast`), or None for float32."
+    if mixed_precision == 'fp16' and not cuda: raise UserError("mixed_precision='fp16' needs a GPU (a CPU gets bf16 autocast)")
+    mp = cuda if mixed_precision is None else cuda or cpu_has_bf16() if mixed_precision == 'native' else bool(mixed_precision)
+    if not mp: return None
+    if not cuda: return 'cpu-bf16'
+    return mixed_precision if mixed_precision in ('fp16', 'bf16') else gpu_precision(capability)
+
 # %% ../nbs/03_train.ipynb #0efa0c90
 def mnist_learner(images='images', # the PNG tree written by csv2png
                   arch:str='resnet18', # torchvision model name
@@ -226,7 +249,7 @@ def mnist_learner(images='images', # the PNG tree written by csv2png
                   seed:int=42, # seed for the split, the shuffling and the initialisation
                   valid_pct:float=0.2, # fraction held out for validation
                   models='models', # folder for checkpoints
-                  mixed_precision:bool|str|None=None, # bf16 autocast (fp16 on older GPUs; `CPUAutocast` on a CPU); None: on a GPU; 'native': also on a CPU with bf16 instructions
+                  mixed_precision:bool|str|None=None, # on a GPU as `gpu_precision` says (`CPUAutocast` on a CPU); None: on a GPU; 'native': also on a CPU with bf16 instructions; 'fp16'/'bf16': that one
                   in_memory:bool=True, # serve batches from the in-memory cache (`fastdl`), else fastai's PNG pipeline
                   channels_last:bool|None=None, # channels-last memory format (default: on a GPU, or with mixed precision)
                   progress:bool=True, # progress bar if the cache has to be built
@@ -238,16 +261,25 @@ def mnist_learner(images='images', # the PNG tree written by csv2png
     ch = 3 if weights else 1
     dls = (fast_dls(images, valid_pct=valid_pct, seed=seed, bs=bs, channels=ch, progress=progress, log=log, size=size) if in_memory
            else mnist_dls(images, valid_pct=valid_pct, seed=seed, bs=bs, channels=ch, size=size))
-    set_seed(seed, reproducible=True)
+    set_seed(seed)
     learn = vision_learner(dls, Arch(arch, weights), pretrained=weights is not None, n_in=dls.one_batch()[0].shape[1],
                            metrics=accuracy, path='.', model_dir=Path(models).absolute(),
                            loss_func=LabelSmoothingCrossEntropyFlat(eps=label_smoothing) if label_smoothing else None)
     cuda = dls.device.type == 'cuda'
-    mp = cuda if mixed_precision is None else cuda or cpu_has_bf16() if mixed_precision == 'native' else bool(mixed_precision)
-    if mp and cuda: learn = learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
-    elif mp: learn.add_cb(CPUAutocast())
-    if channels_last if channels_last is not None else cuda or mp: learn.to_channelslast(use_amp=False)   # bf16 + CL: 1.26x on a CPU
+    prec = choose_precision(mixed_precision, cuda, torch.cuda.get_device_capability(dls.device) if cuda else (0, 0))
+    if prec == 'cpu-bf16': learn.add_cb(CPUAutocast())
+    elif prec: learn = learn.to_bf16() if prec == 'bf16' else learn.to_fp16()
+    if channels_last if channels_last is not None else cuda or prec: learn.to_channelslast(use_amp=False)   # bf16 + CL: 1.26x on a CPU
     return learn
+
+# %% ../nbs/03_train.ipynb #92de1ece
+def describe_device(learn) -> str:
+    "Where and in what precision `learn` trains, for the log: 'cuda:0 (Tesla T4), fp16 mixed precision', or 'the CPU'."
+    dev = learn.dls.device
+    if dev.type != 'cuda': return 'the CPU' + (' with mixed precision' if any(isinstance(c, CPUAutocast) for c in learn.cbs) else '')
+    mp = [c.amp_mode.value for c in learn.cbs if isinstance(c, MixedPrecision)]
+    i = dev.index if dev.index is not None else torch.cuda.current_device()
+    return f"cuda:{i} ({torch.cuda.get_device_name(i)}), " + (f"{mp[0]} mixed precision" if mp else 'float32')
 
 # %% ../nbs/03_train.ipynb #348faf8a
 class ProgressiveResize(Callback):
@@ -312,8 +344,16 @@ def setup_processes(log=print, # where the main process's lines go
     "`(distributed, main, log)`: fastai's distributed support started if this is one of several processes; only the main one logs."
     dist, main = num_distrib() > 1, rank_distrib() == 0
     if dist:
+        if (amp := os.environ.get('ACCELERATE_MIXED_PRECISION', 'no')) != 'no':
+            raise UserError(f"accelerate's mixed precision is set ({amp}); this project chooses the precision itself, by GPU, "
+                            f"and fastai would not apply accelerate's loss scaling: launch with --mixed_precision no")
+        if os.environ.get('ACCELERATE_USE_CPU', '').lower() in ('1', 'true', 'yes'): default_device(False)   # --cpu
+        elif torch.cuda.is_available():
+            rank, n = int(os.environ.get('LOCAL_RANK', 0)), torch.cuda.device_count()
+            if rank >= n: raise UserError(f"{num_distrib()} processes on this machine but {n} GPU(s): launch with "
+                                          f"--num_processes {n}, or add --cpu")
+            torch.cuda.set_device(rank)
         use_distributed()
-        if torch.cuda.is_available(): torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
     return dist, main, (log if main else lambda *a, **k: None)
 
 # %% ../nbs/03_train.ipynb #cd3f5d97
@@ -343,6 +383,17 @@ def load_checkpoint(fname, # the checkpoint `Checkpoint` writes (`models/last.pt
     log(f"resuming from {fname}: stage {ck['stage']+1}, epoch {ck['epoch']+1} of {ck['n_epoch']} done")
     return ck
 
+# %% ../nbs/03_train.ipynb #d9d7b8ba
+def load_opt_state(opt, # a fastai `Optimizer`, over parameters already on their device
+                   sd:dict, # its `state_dict()`, saved by `Checkpoint` (tensors on the CPU)
+                  ):
+    "Load an optimiser's saved state, each tensor on the device of the parameter it belongs to."
+    opt.load_state_dict(sd)
+    for p, _, state, _ in opt.all_params(with_grad=False):
+        for k, v in state.items():
+            if isinstance(v, torch.Tensor) and v.device != p.device: state[k] = v.to(p.device)
+    return opt
+
 # %% ../nbs/03_train.ipynb #cd3f5d9c
 def fit_stages(learn, # the learner
                stages:list, # from `train_plan`
@@ -362,7 +413,8 @@ def fit_stages(learn, # the learner
         start = 0
         if ck and i == ck['stage']:
             start = ck['epoch'] + 1
-            learn.create_opt(); learn.model.load_state_dict(ck['model']); learn.opt.load_state_dict(ck['opt'])
+            learn.model.to(dev); learn.model.load_state_dict(ck['model'])
+            learn.create_opt(); load_opt_state(learn.opt, ck['opt'])
             set_rng_state(learn, ck['rng'])
             if start >= st['n']: continue
         history.skip = keep.skip = start
@@ -373,7 +425,24 @@ def fit_stages(learn, # the learner
             learn.fit_one_cycle(st['n'], st['lr'], cbs=[keep, history, cp] + (list(cbs) if i == len(stages) - 1 else []), start_epoch=start, **st['kw'])
     return history.rows
 
+# %% ../nbs/03_train.ipynb #19607cc8
+@contextmanager
+def cudnn_mode(deterministic:bool=False, # deterministic kernels; else cuDNN benchmarks and picks the fastest
+              ):
+    "Set cuDNN's `deterministic` and `benchmark` flags for a block, then restore them."
+    old = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = deterministic, not deterministic
+    try: yield
+    finally: torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = old
+
 # %% ../nbs/03_train.ipynb #cd3f5d9e
+def _alive(pid:str) -> bool:
+    "Whether process `pid` is running."
+    try: os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError): return False
+    except PermissionError: pass
+    return True
+
 def export_learner(learn, # a trained learner, with `history` and `train_settings`
                    models='models', # folder for the exported learner
                    export:str='model.pkl', # its file name
@@ -385,6 +454,8 @@ def export_learner(learn, # a trained learner, with `history` and `train_setting
     plot_history(learn.history, plots/'training.png'); plt.close('all')
     with atomic_path(models/export) as tmp: learn.export(os.path.abspath(tmp))
     (models/'last.pth').unlink(missing_ok=True)
+    for f in models.glob('.*.pth.*.tmp'):              # a checkpoint a killed process was writing (its pid in the name)
+        if not _alive(f.name.split('.')[3]): f.unlink(missing_ok=True)
     best = getattr(learn, 'best_row', None) or max(learn.history, key=lambda r: r['accuracy'])
     log(f"best validation accuracy {100*best['accuracy']:.2f}% (epoch {best['epoch']+1}); "
         f"exported {models/export}; log {plots/'training_log.csv'}, plot {plots/'training.png'}")
@@ -410,9 +481,10 @@ def train(images='images', # the PNG tree written by csv2png
           in_memory:bool=True, # batches from the in-memory cache (else fastai's PNG pipeline)
           channels_last:bool|None=None, # channels-last memory format (default: on a GPU, or with mixed precision)
           size:int=28, # side of the images the model sees (upscaled per batch when above 28)
-          mixed_precision:bool|str|None=None, # bf16 autocast (fp16 on older GPUs); None: on a GPU; 'native': also on a CPU with bf16 instructions
+          mixed_precision:bool|str|None=None, # mixed precision as `choose_precision` reads it; None: on a GPU; 'native': also on a CPU with bf16 instructions
           label_smoothing:float=0., # label-smoothing `eps` (0: plain cross-entropy)
           small_epochs:int=0, # progressive resizing: the first epochs at 28×28, the rest at `size` (0: `size` throughout)
+          deterministic:bool=False, # on a GPU, deterministic cuDNN kernels (else cuDNN picks the fastest: `cudnn.benchmark`)
          ):
     "Train on `images/train`, keep the best epoch, export to `models/export`; return the `Learner`."
     if small_epochs and not 0 < small_epochs < epochs: raise UserError(f"--small_epochs {small_epochs}: must be fewer than --epochs {epochs}")
@@ -423,9 +495,7 @@ def train(images='images', # the PNG tree written by csv2png
     learn = mnist_learner(images, arch=arch, weights=w, bs=bs, seed=seed, valid_pct=valid_pct, models=models, in_memory=in_memory,
                           channels_last=channels_last, progress=progress, log=log, size=size, mixed_precision=mixed_precision,
                           label_smoothing=label_smoothing)
-    dev = learn.dls.device
-    log(f"training {arch} on {torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'the CPU'}"
-        f"{' with mixed precision' if any(type(c).__name__ in ('MixedPrecision', 'CPUAutocast') for c in learn.cbs) else ''}: "
+    log(f"training {arch} on {describe_device(learn)}: "
         f"{len(learn.dls.train_ds)} train / {len(learn.dls.valid_ds)} valid images, bs {bs}, seed {seed}, "
         f"{'batches from memory' if in_memory else 'PNG pipeline'}" + (f", {num_distrib()} processes" if dist else '')
         + (f", {size}×{size} inputs" + (f" after {small_epochs} epochs at 28×28" if small_epochs else '') if size != 28 else ''))
@@ -441,10 +511,11 @@ def train(images='images', # the PNG tree written by csv2png
     ck = load_checkpoint(ck_file, settings, log) if resume else None
     hist = History(Path(plots)/'training_log.csv', log=None if progress else log, rows=ck['rows'] if ck else None)
     keep = KeepBest(best=ck['best'] if ck else None)
-    set_seed(seed, reproducible=True)
+    set_seed(seed)
     plan = train_plan(w is not None, epochs, settings['lr'])
-    rows = fit_stages(learn, plan, hist, keep, ck_file, settings, ck=ck, distributed=dist,
-                      cbs=[ProgressiveResize(small_epochs)] if small_epochs else [])
+    with cudnn_mode(deterministic):
+        rows = fit_stages(learn, plan, hist, keep, ck_file, settings, ck=ck, distributed=dist,
+                          cbs=[ProgressiveResize(small_epochs)] if small_epochs else [])
     last = [r for r in rows if r['stage'] == len(plan)]
     learn.best_row = max([r for r in rows if r['stage'] < len(plan)] + last[small_epochs:], key=lambda r: r['accuracy'])   # what KeepBest kept
     learn.train_settings = dict(settings, valid_accuracy=round(learn.best_row['accuracy'], 5))
@@ -497,14 +568,15 @@ def main(images:Param("the PNG tree written by csv2png", str)='images',
          export:Param("file name of the exported learner in --models", str)='model.pkl',
          png:Param("read PNGs item by item (fastai's default pipeline) instead of the in-memory cache", store_true)=False,
          channels_last:Param("channels-last memory format (default: on a GPU, or with mixed precision)", bool_arg)=None,
-         mixed_precision:Param("bf16 autocast (fp16 on older GPUs); default: on a GPU only", bool_arg)=None,
+         mixed_precision:Param("mixed precision: on a GPU the one it runs natively (bf16 from capability 8.0, fp16 on a T4, V100 or P100), on a CPU bf16 autocast; default: on a GPU only", bool_arg)=None,
          size:Param("side of the images the model sees (upscaled per batch above 28)", int)=28,
          label_smoothing:Param("label-smoothing eps of the loss (0: plain cross-entropy)", float)=0.,
-         small_epochs:Param("progressive resizing: the first N epochs at 28x28, the rest at --size", int)=0):
+         small_epochs:Param("progressive resizing: the first N epochs at 28x28, the rest at --size", int)=0,
+         deterministic:Param("on a GPU, deterministic cuDNN kernels (slower; the CPU is always reproducible)", store_true)=False):
     "Fine-tune (or train from scratch) a resnet on images/train with fit_one_cycle and export the learner."
     matplotlib.use('Agg')
     with one_line_errors():
         train(images, arch=arch, epochs=epochs, lr=lr, bs=bs, seed=seed, valid_pct=valid_pct, pretrained=pretrained_flag(pretrained, scratch),
               weights=weights, lr_find=lr_find, models=models, plots=plots, export=export, progress=sys.stdout.isatty(), resume=resume,
               in_memory=not png, channels_last=channels_last, size=size, mixed_precision=mixed_precision, label_smoothing=label_smoothing,
-              small_epochs=small_epochs)
+              small_epochs=small_epochs, deterministic=deterministic)

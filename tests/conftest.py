@@ -32,6 +32,15 @@ def sample(tmp_path_factory):
     make_sample(d, n_test=100, n_train=300)
     return d
 
+@pytest.fixture(scope='module')
+def tree(tmp_path_factory):
+    "A tiny sample (200 train / 60 test digits) and its PNG tree."
+    from mnist_fastai.data import make_sample
+    d = tmp_path_factory.mktemp('tree')
+    make_sample(d/'data', n_test=60, n_train=200)
+    assert run('-m', 'mnist_fastai.csv2png', cwd=d).returncode == 0
+    return d
+
 @pytest.fixture
 def home(tmp_path, stub):
     "A HOME signed in the classic way: ~/.kaggle/kaggle.json holding the key of the module's `stub` (a `kaggle_api.KaggleStub`)."
@@ -39,5 +48,21 @@ def home(tmp_path, stub):
     stub.write_kaggle_json(h/'.kaggle')
     return h
 
+def device_words(cpu_mixed:bool=False) -> str:
+    "How the training log names where a default learner trains here: 'the CPU' (with mixed precision), or 'cuda:0 (NAME), PREC'."
+    import torch
+    if not torch.cuda.is_available(): return 'the CPU' + (' with mixed precision' if cpu_mixed else '')
+    from mnist_fastai.train import gpu_precision
+    prec = gpu_precision(torch.cuda.get_device_capability(0))
+    return f"cuda:0 ({torch.cuda.get_device_name(0)}), " + (f"{prec} mixed precision" if prec else 'float32')
+
 def pytest_configure(config):
     config.addinivalue_line('markers', "dev: needs the dev extra (nbdev, Jupyter); CI's runtime-only environment runs -m 'not dev'")
+    config.addinivalue_line('markers', "gpu: needs a CUDA GPU (skipped where there is none): pytest -m gpu runs them")
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+    if torch.cuda.is_available(): return
+    skip = pytest.mark.skip(reason="no CUDA GPU here")
+    for item in items:
+        if 'gpu' in item.keywords: item.add_marker(skip)

@@ -4,15 +4,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import run, assert_one_line_error, ROOT, EMPTY_TORCH_HOME
-from mnist_fastai.data import make_sample
-
-@pytest.fixture(scope='module')
-def tree(tmp_path_factory):
-    "A tiny sample and its PNG tree."
-    d = tmp_path_factory.mktemp('fast')
-    make_sample(d/'data', n_test=60, n_train=200)
-    assert run('-m', 'mnist_fastai.csv2png', cwd=d).returncode == 0
-    return d
 
 def _copy(tree, dst):
     shutil.copytree(tree, dst)
@@ -92,15 +83,19 @@ def test_ensemble_errors(tree, tmp_path):
     assert not (d/'submissions/submission.csv').exists()
     assert_one_line_error(run('-m', 'mnist_fastai.pipeline', '--ensemble', '0', cwd=d), '--ensemble 0')
 
+def _launch(*args, cwd, mixed_precision='no', script=('-m', 'mnist_fastai.train')):
+    "`accelerate launch` with 2 processes and no GPU in sight (on a GPU machine too): gloo, as on a machine without GPUs."
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND='Agg', TORCH_HOME=str(EMPTY_TORCH_HOME), OMP_NUM_THREADS='1',
+               MASTER_PORT=str(29500 + (os.getpid() + len(str(cwd))) % 1000), CUDA_VISIBLE_DEVICES='')
+    cmd = [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1',
+           '--mixed_precision', mixed_precision, '--dynamo_backend', 'no', '--main_process_port', env['MASTER_PORT'],
+           *script, *map(str, args)]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
 def test_accelerate_two_cpu_processes(tree, tmp_path):
     "`accelerate launch -m mnist_fastai.train` with 2 CPU processes: data-parallel training, only rank 0 writes."
     d = _copy(tree, tmp_path/'a')
-    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND='Agg', TORCH_HOME=str(EMPTY_TORCH_HOME), OMP_NUM_THREADS='1',
-               MASTER_PORT=str(29500 + os.getpid() % 1000))
-    cmd = [sys.executable, '-m', 'accelerate.commands.launch', '--multi_gpu', '--num_processes', '2', '--num_machines', '1',
-           '--mixed_precision', 'no', '--dynamo_backend', 'no', '--main_process_port', env['MASTER_PORT'],
-           '-m', 'mnist_fastai.train', '--epochs', '2', '--bs', '32']
-    r = subprocess.run(cmd, cwd=d, env=env, capture_output=True, text=True, timeout=600)
+    r = _launch('--epochs', '2', '--bs', '32', cwd=d)
     assert r.returncode == 0, r.stdout + r.stderr
     assert 'training resnet18 on the CPU: 160 train / 40 valid images, bs 32, seed 42, batches from memory, 2 processes' in r.stdout
     assert r.stdout.count('best validation accuracy') == 1                 # one voice
@@ -116,6 +111,30 @@ def test_accelerate_two_cpu_processes(tree, tmp_path):
     acc = float((p.argmax(1) == y).float().mean())
     best = max(float(l.split(',')[4]) for l in (d/'images/training_log.csv').read_text().splitlines()[1:])
     assert acc == pytest.approx(best, abs=1e-6) and len(y) == 40
+
+def test_accelerate_run_killed_then_resumed(tree, tmp_path):
+    "Rank 0 killed just before its second checkpoint: the launch fails; `--resume` under accelerate carries on from epoch 2."
+    d = _copy(tree, tmp_path/'k')
+    r = _launch('rename', 'last.pth', '2', 'mnist_fastai.train', '--epochs', '3', '--bs', '32', cwd=d,
+                script=(str(ROOT/'tests'/'kill_at.py'),))
+    assert r.returncode != 0 and (d/'models/last.pth').exists() and not (d/'models/model.pkl').exists(), r.stdout + r.stderr
+    import torch
+    assert not any(k.startswith('module.') for k in torch.load(d/'models/last.pth', weights_only=False)['model'])   # the bare model's keys
+    r = _launch('--epochs', '3', '--bs', '32', '--resume', cwd=d)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert 'resuming from models/last.pth: stage 1, epoch 1 of 3 done' in r.stdout
+    assert sorted(o.name for o in (d/'models').iterdir()) == ['best.pth', 'model.pkl']      # finished: nothing left to resume
+    assert [l.split(',')[0] for l in (d/'images/training_log.csv').read_text().splitlines()] == ['epoch', '0', '1', '2']
+
+def test_accelerate_mixed_precision_refused(tree, tmp_path):
+    "accelerate's own mixed precision would wrap the forward pass without fastai's loss scaling: refused in one line."
+    d = _copy(tree, tmp_path/'mp')
+    r = _launch('--epochs', '1', '--bs', '32', cwd=d, mixed_precision='fp16')
+    assert r.returncode != 0
+    lines = [l for l in r.stderr.splitlines() if l.startswith('error: ')]
+    assert lines and all(l == lines[0] for l in lines), r.stderr
+    assert "accelerate's mixed precision is set (fp16)" in lines[0] and '--mixed_precision no' in lines[0]
+    assert not (d/'models').exists()
 
 def test_pipeline_ensemble(tree, tmp_path):
     d = _copy(tree, tmp_path/'pe')
@@ -134,8 +153,12 @@ def test_bench_cli(tree, tmp_path):
     (tmp_path/'w').mkdir(); (tmp_path/'w/keep.txt').write_text('the user\'s file')
     r = run('-m', 'mnist_fastai.bench', '--data', tree/'data', '--out', tmp_path, '--quick', '--work', tmp_path/'w', cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    res = json.loads((tmp_path/'bench-cpu-quick.json').read_text())
-    assert res['machine']['device'] == 'CPU' and res['machine']['torch']
+    import torch
+    gpu = torch.cuda.is_available()
+    res = json.loads((tmp_path/f"bench-{'gpu' if gpu else 'cpu'}-quick.json").read_text())
+    assert (res['machine']['device'] == 'CPU') != gpu and res['machine']['torch']
+    prec = res['machine']['precision'] if gpu else 'fp32'         # every training row says the precision it ran in
+    assert {x['precision'] for x in res['results'] if x['group'] == 'training'} == {prec}
     names = [x['name'] for x in res['results']]
     assert 'raw PyTorch loop (no aug)' in names and 'in-memory cache (ours)' in names
     assert 'ratio' in r.stdout and 'machine:' in r.stdout

@@ -7,6 +7,8 @@ from PIL import Image
 from conftest import run, assert_one_line_error, ROOT, EMPTY_TORCH_HOME
 from mnist_fastai.data import make_sample, read_csv
 
+KILL_AT = ROOT/'tests'/'kill_at.py'    # a SIGKILL at a chosen instant: inside `open` or `os.replace` (see the file)
+
 def popen(*args, cwd):
     e = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND='Agg', TORCH_HOME=str(EMPTY_TORCH_HOME))
     return subprocess.Popen([sys.executable, *map(str, args)], cwd=cwd, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -134,17 +136,17 @@ def tiny(tmp_path_factory):
     return d
 
 def test_train_sigkill_then_resume(tiny):
+    "Killed just before the second epoch's checkpoint replaces the first (the same instant on any device): resumed, the run ends as an uninterrupted one."
     d = tiny
-    p = popen('-m', 'mnist_fastai.train', '--epochs', '3', '--bs', '32', '--models', 'm', '--plots', 'p', cwd=d)
-    wait_for(lambda: (d/'m/last.pth').exists(), p)
-    time.sleep(random.Random(1).uniform(0.1, 0.8))
-    p.send_signal(signal.SIGKILL); p.wait()
+    p = popen(KILL_AT, 'rename', 'last.pth', '2', 'mnist_fastai.train', '--epochs', '3', '--bs', '32', '--models', 'm', '--plots', 'p', cwd=d)
+    out = p.communicate(timeout=600)
+    assert p.returncode == -signal.SIGKILL, out
     assert not (d/'m/model.pkl').exists()
     torch.load(d/'m/last.pth', weights_only=False); torch.load(d/'m/best.pth')   # whole files, not half-written
     r = run('-m', 'mnist_fastai.train', '--epochs', '3', '--bs', '32', '--models', 'm', '--plots', 'p', '--resume', cwd=d)
     assert r.returncode == 0, r.stderr
-    assert 'resuming from m/last.pth: stage 1, epoch' in r.stdout
-    assert not (d/'m/last.pth').exists()                     # a finished run leaves nothing to resume
+    assert 'resuming from m/last.pth: stage 1, epoch 1 of 3 done' in r.stdout
+    assert sorted(o.name for o in (d/'m').iterdir()) == ['best.pth', 'model.pkl']   # nothing to resume, no temp file left
     cut = lambda f: [l.rsplit(',', 1)[0] for l in (d/f).read_text().splitlines()]   # all but the seconds column
     assert cut('p/training_log.csv') == cut('pref/training_log.csv')                 # the schedule went on, not restarted
     assert run('-m', 'mnist_fastai.predict', '--model', 'm/model.pkl', '--out', 'resumed.csv', cwd=d).returncode == 0
@@ -158,30 +160,12 @@ def test_resume_refuses_other_settings(tiny):
     assert_one_line_error(run('-m', 'mnist_fastai.train', '--epochs', '4', '--bs', '32', '--models', 'm2', '--plots', 'p2', '--resume', cwd=d),
                           'm2/last.pth: saved by a run with other settings')
 
-# A SIGKILL at a chosen instant, not after a guessed delay: the process kills itself from inside `open` (just after
-# the file it writes the submission to is opened) or from inside `os.replace` (the whole file written, not yet renamed).
-KILL_AT = """import builtins, os, runpy, signal, sys
-where, name = sys.argv[1], sys.argv[2]
-real_open, real_replace = builtins.open, os.replace
-def kill(): os.kill(os.getpid(), signal.SIGKILL)
-def open_(f, mode='r', *a, **k):
-    fh = real_open(f, mode, *a, **k)
-    if where == 'open' and ('w' in mode or 'x' in mode) and name in os.path.basename(str(f)): kill()
-    return fh
-def replace_(a, b, **k):
-    if where == 'rename' and os.path.basename(str(b)) == name: kill()
-    return real_replace(a, b, **k)
-builtins.open, os.replace = open_, replace_
-sys.argv = ['predict'] + sys.argv[3:]
-runpy.run_module('mnist_fastai.predict', run_name='__main__')
-"""
-
 def test_predict_sigkill(tiny):
     "Killed while writing the submission, or after writing it but before the rename: the old submission is untouched."
     d = tiny
     for where in ('open', 'rename'):
         (d/'k.csv').write_text('the previous submission\n')
-        p = subprocess.run([sys.executable, '-c', KILL_AT, where, 'k.csv', '--model', 'mref/model.pkl', '--out', 'k.csv'], cwd=d,
+        p = subprocess.run([sys.executable, KILL_AT, where, 'k.csv', '1', 'mnist_fastai.predict', '--model', 'mref/model.pkl', '--out', 'k.csv'], cwd=d,
                            env=dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND='Agg', TORCH_HOME=str(EMPTY_TORCH_HOME)),
                            capture_output=True, text=True, timeout=600)
         assert p.returncode == -signal.SIGKILL, (where, p.returncode, p.stderr)

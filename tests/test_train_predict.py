@@ -3,7 +3,7 @@ import shutil
 from pathlib import Path
 import numpy as np
 import pytest, torch, torchvision
-from conftest import run, assert_one_line_error
+from conftest import run, assert_one_line_error, device_words
 import json
 import pandas as pd
 from fastai.learner import load_learner
@@ -24,7 +24,7 @@ def project(tmp_path_factory):
 def test_train_outputs(project):
     out = (project/'train.out').read_text()
     assert 'no ImageNet weights for resnet18' in out and 'MNIST_FASTAI_OFFLINE is set' in out and 'training from scratch' in out
-    assert 'training resnet18 on the CPU: 240 train / 60 valid images, bs 32, seed 42' in out
+    assert f'training resnet18 on {device_words()}: 240 train / 60 valid images, bs 32, seed 42' in out
     assert 'best validation accuracy' in out
     for f in ('models/model.pkl', 'models/best.pth', 'images/training_log.csv', 'images/training.png'):
         assert (project/f).stat().st_size > 0, f
@@ -167,7 +167,7 @@ def test_pipeline_full_recipe(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "recipe 'full': 1 epochs, bs 128, 10% validation, bfloat16 where native, label smoothing 0.1" in r.stdout
     assert 'TTA' not in r.stdout.split("recipe 'full'")[1].splitlines()[0]
-    assert ('on the CPU with mixed precision: 540 train / 60 valid images, bs 128' in r.stdout) == cpu_has_bf16()
+    assert f'on {device_words(cpu_mixed=cpu_has_bf16())}: 540 train / 60 valid images, bs 128' in r.stdout
     settings = json.loads(pd.read_csv(tmp_path/'submissions/scores.csv')['settings'].iloc[-1])
     assert (settings['recipe'], settings['tta'], settings['label_smoothing'], settings['valid_pct']) == ('full', False, 0.1, 0.1)
     learn = load_learner(tmp_path/'models/model.pkl')
