@@ -106,12 +106,20 @@ def download(data='data', # folder to put the competition files in
     return files
 
 # %% ../nbs/06_kaggle.ipynb #c54e8c54
+def _record(fname, public:str, log=print):
+    "Put `public` beside `fname`'s local score, on the leaderboard beside it or the default one; say where, or that it has none."
+    for board in dict.fromkeys([Path(fname).parent/'scores.csv', Path('submissions/scores.csv')]):
+        if record_public(fname, public, board): return log(f"recorded beside its local score in {board}")
+    log(f"{fname} has no local score on a leaderboard (no answers to score it against): nothing recorded")
+
 def _waited(fname, ref:str, r:subprocess.CompletedProcess, wait:int, log=print) -> str|None:
     "The public score the CLI waited for, recorded beside `fname`'s local score; None if it was not scored in time."
-    if m := re.search(r'Public score: (\S+)', r.stdout):
-        public = m.group(1)
+    if m := re.search(r'Public score: (.+)$', r.stdout, re.M):
+        public = m.group(1).strip()
+        if public.startswith('('):                   # "(not published)": scored, but no public score to show
+            return log(f"{fname}: scored on Kaggle (submission {ref}), with no public score published")
         log(f"{fname}: public score {public} on Kaggle (submission {ref})")
-        if record_public(fname, public, Path(fname).parent/'scores.csv'): log(f"recorded beside its local score in {Path(fname).parent/'scores.csv'}")
+        _record(fname, public, log)
         return public
     if m := re.search(r'failed to score\.\s*Error: (.*)', r.stderr + r.stdout, re.S):
         raise UserError(f"kaggle competitions submit: submission {ref} was made, but Kaggle could not score it: {_gist(m.group(1))}")
@@ -128,7 +136,10 @@ def submit(fname='submissions/submission.csv', # the submission file
     "Check a submission and submit it with the kaggle CLI; return the server's message, or with `wait` the public score."
     n = check_submission(fname, test=test or find_csv('data', 'test'))
     log(f"{fname}: ok, {n} rows; submitting to {competition} with the kaggle CLI")
-    r = run_cli('competitions', 'submit', competition, '-f', fname, '-m', message, *([] if wait is None else ['--wait', wait]))
+    try: r = run_cli('competitions', 'submit', competition, '-f', fname, '-m', message, *([] if wait is None else ['--wait', wait]))
+    except KeyboardInterrupt:
+        raise UserError(f"interrupted while the kaggle CLI was submitting{' or waiting' if wait is not None else ''}: the submission "
+                        f"may have been made; python -m mnist_fastai.kaggle scores lists them") from None
     lines = [l.strip() for l in r.stdout.splitlines() if l.strip()]
     ref = next((m.group(1) for l in lines if (m := re.match(r'Submission ref: (\d+)', l))), None)
     if r.returncode and not ref:

@@ -19,7 +19,7 @@ from .submission import write_submission, check_submission, count_rows, read_lab
 
 # %% ../nbs/04_predict.ipynb #9c069f37
 def load_model(fname='models/model.pkl', # a learner exported by `mnist_fastai.train`
-               cpu:bool|None=None, # load onto the CPU (default: unless there is a GPU)
+               cpu:bool|None=None, # load onto the CPU (default: unless there is a GPU this torch can run)
               ):
     "Load an exported fastai `Learner`, refusing files that are not one."
     import torch
@@ -27,7 +27,9 @@ def load_model(fname='models/model.pkl', # a learner exported by `mnist_fastai.t
     p = Path(fname)
     if not p.is_file(): raise DataError(f"{p}: no such model file (train one: python -m mnist_fastai.train)")
     if not zipfile.is_zipfile(p): raise DataError(f"{p}: not a fastai export (not a PyTorch archive)")
-    if cpu is None: cpu = not torch.cuda.is_available()
+    if cpu is None:
+        from mnist_fastai.dataloaders import usable_gpu
+        cpu = not usable_gpu()
     try:
         with warnings.catch_warnings():      # fastai warns that pickles are unsafe: the docs above say so
             warnings.simplefilter('ignore')

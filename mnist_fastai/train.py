@@ -14,7 +14,7 @@ __all__ = ['OFFLINE_VAR', 'URL_VAR', 'tv_arch', 'weights_url', 'cached_weights',
 from .cli import call_parse, Param, store_true, bool_arg
 from .data import UserError, DataError, one_line_errors, atomic_path, atomic_open, save_figure, make_sample
 from .csv2png import csv2png
-from .dataloaders import mnist_dls, Upscale
+from .dataloaders import mnist_dls, Upscale, check_gpu
 from .fastdl import fast_dls
 import fcntl, hashlib, os, random, re, sys, time, urllib.error, urllib.request
 from contextlib import contextmanager, nullcontext
@@ -180,28 +180,30 @@ def _train_dl(learn):
 def rng_state(learn) -> dict:
     "The state of every random generator a training epoch draws from."
     return dict(python=random.getstate(), numpy=np.random.get_state(), torch=torch.get_rng_state(),
-                cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None, dl=_train_dl(learn).rng.getstate())
+                cuda=torch.cuda.get_rng_state() if torch.cuda.is_available() else None, dl=_train_dl(learn).rng.getstate())
 
 def set_rng_state(learn, st:dict):
     "Restore what `rng_state` saved."
     random.setstate(st['python']); np.random.set_state(st['numpy']); torch.set_rng_state(st['torch'])
-    if st['cuda'] is not None and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
+    if st['cuda'] is not None and torch.cuda.is_available(): torch.cuda.set_rng_state(st['cuda'])   # this process's GPU only
     _train_dl(learn).rng.setstate(st['dl'])
 
 class Checkpoint(_Resumable):
     "After each epoch, save weights (unwrapped from `DistributedDataParallel`), optimiser, position, history and RNG states to `fname`, atomically."
     order = 70
-    def __init__(self, fname, settings:dict, stage:int, history:History, keep:KeepBest, smooth=None):
+    def __init__(self, fname, settings:dict, stage:int, history:History, keep:KeepBest, smooth=None, scaler=None):
         self.fname, self.settings, self.stage_idx, self.history, self.keep = Path(fname), settings, stage, history, keep
-        self.smooth = smooth
-    def before_fit(self):                            # after the Recorder reset its smoothed loss
+        self.smooth, self.scaler_state = smooth, scaler
+    def before_fit(self):                            # after the Recorder reset its smoothed loss, and fp16 made its scaler
         if self.smooth: sl = self.learn.recorder.smooth_loss; sl.count, sl.val = self.smooth
+        if self.scaler_state and getattr(self.learn, 'scaler', None) is not None: self.learn.scaler.load_state_dict(self.scaler_state)
     def after_epoch(self):
         if self.skipped() or rank_distrib(): return
         sl = self.learn.recorder.smooth_loss
         state = dict(settings=self.settings, stage=self.stage_idx, epoch=self.epoch, n_epoch=self.n_epoch,
                      model=get_model(self.learn.model).state_dict(), opt=self.learn.opt.state_dict(), rows=self.history.rows,
-                     best=float(self.keep.best), rng=rng_state(self.learn), smooth=(sl.count, sl.val))
+                     best=float(self.keep.best), rng=rng_state(self.learn), smooth=(sl.count, sl.val),
+                     scaler=s.state_dict() if (s := getattr(self.learn, 'scaler', None)) is not None else None)
         with atomic_open(self.fname) as f: torch.save(state, f)
 
 # %% ../nbs/03_train.ipynb #cpuac002
@@ -239,7 +241,8 @@ def choose_precision(mixed_precision:bool|str|None, # None: the device's default
     mp = cuda if mixed_precision is None else cuda or cpu_has_bf16() if mixed_precision == 'native' else bool(mixed_precision)
     if not mp: return None
     if not cuda: return 'cpu-bf16'
-    return mixed_precision if mixed_precision in ('fp16', 'bf16') else gpu_precision(capability)
+    if mixed_precision in ('fp16', 'bf16'): return mixed_precision
+    return gpu_precision(capability) or ('fp16' if mixed_precision is True else None)   # asked for: fp16 even where slow
 
 # %% ../nbs/03_train.ipynb #0efa0c90
 def mnist_learner(images='images', # the PNG tree written by csv2png
@@ -419,7 +422,8 @@ def fit_stages(learn, # the learner
             if start >= st['n']: continue
         history.skip = keep.skip = start
         history.stage = i + 1
-        cp = Checkpoint(ck_file, settings, i, history, keep, smooth=ck['smooth'] if ck and i == ck['stage'] else None)
+        here = ck and i == ck['stage']
+        cp = Checkpoint(ck_file, settings, i, history, keep, smooth=ck['smooth'] if here else None, scaler=ck.get('scaler') if here else None)
         cp.skip = start
         with learn.distrib_ctx(sync_bn=dev.type == 'cuda', cpu=dev.type == 'cpu') if distributed else nullcontext():
             learn.fit_one_cycle(st['n'], st['lr'], cbs=[keep, history, cp] + (list(cbs) if i == len(stages) - 1 else []), start_epoch=start, **st['kw'])
@@ -489,6 +493,7 @@ def train(images='images', # the PNG tree written by csv2png
     "Train on `images/train`, keep the best epoch, export to `models/export`; return the `Learner`."
     if small_epochs and not 0 < small_epochs < epochs: raise UserError(f"--small_epochs {small_epochs}: must be fewer than --epochs {epochs}")
     if small_epochs and size == 28: raise UserError(f"--small_epochs {small_epochs}: needs a --size above 28 for the later epochs")
+    check_gpu()
     dist, main, log = setup_processes(log)
     w, msg = find_weights(arch, pretrained, weights, progress=progress and main)
     log(msg)

@@ -10,6 +10,8 @@ EMPTY_TORCH_HOME = Path(tempfile.mkdtemp(prefix='torch_home_'))   # no cached Im
 atexit.register(shutil.rmtree, EMPTY_TORCH_HOME, True)
 os.environ.setdefault('MNIST_FASTAI_OFFLINE', '1')                 # tests never download weights, unless one says so
 
+CPU_ONLY = {'CUDA_VISIBLE_DEVICES': ''}   # for the CPU's byte-for-byte guarantees: on a GPU machine too, they run on the CPU
+
 def run(*args, cwd=None, env=None, timeout=600):
     "Run `python -m ...args` and return the CompletedProcess (text mode)."
     e = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND='Agg', TORCH_HOME=str(EMPTY_TORCH_HOME), MNIST_FASTAI_OFFLINE='1')

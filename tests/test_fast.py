@@ -3,22 +3,22 @@ import csv, json, os, shutil, subprocess, sys
 from pathlib import Path
 import numpy as np
 import pytest
-from conftest import run, assert_one_line_error, ROOT, EMPTY_TORCH_HOME
+from conftest import run, assert_one_line_error, ROOT, EMPTY_TORCH_HOME, CPU_ONLY
 
 def _copy(tree, dst):
     shutil.copytree(tree, dst)
     return dst
 
 def test_memory_and_png_paths_train_identically(tree, tmp_path):
-    "Same seed, same split, same batches: the cache and fastai's PNG pipeline give the same model and submission."
+    "Same seed, same split, same batches: the cache and fastai's PNG pipeline give the same model and submission (on the CPU)."
     d = _copy(tree, tmp_path/'p')
     subs = {}
     for flag in ([], ['--png']):
         name = 'png' if flag else 'memory'
-        r = run('-m', 'mnist_fastai.train', '--epochs', '1', '--bs', '32', '--export', f'{name}.pkl', *flag, cwd=d)
+        r = run('-m', 'mnist_fastai.train', '--epochs', '1', '--bs', '32', '--export', f'{name}.pkl', *flag, cwd=d, env=CPU_ONLY)
         assert r.returncode == 0, r.stderr
         assert ('PNG pipeline' if flag else 'batches from memory') in r.stdout
-        r = run('-m', 'mnist_fastai.predict', '--model', f'models/{name}.pkl', '--out', f'submissions/{name}.csv', *flag, cwd=d)
+        r = run('-m', 'mnist_fastai.predict', '--model', f'models/{name}.pkl', '--out', f'submissions/{name}.csv', *flag, cwd=d, env=CPU_ONLY)
         assert r.returncode == 0, r.stderr
         subs[name] = (d/f'submissions/{name}.csv').read_text()
         log = (d/'images/training_log.csv').read_text().splitlines()[1].split(',')

@@ -1,16 +1,21 @@
-"Interrupted runs lose nothing, two writers do not collide, a full disk is reported, runs are reproducible."
+"""Interrupted runs lose nothing, two writers do not collide, a full disk is reported, runs are reproducible.
+
+What is compared byte for byte here is the CPU's guarantee, so every process runs with the GPU hidden (on a GPU,
+`tests/test_devices.py` checks resuming and reproducibility with `--deterministic`)."""
 import os, random, signal, subprocess, sys, time, threading
 from pathlib import Path
 import numpy as np
 import pytest, torch
 from PIL import Image
-from conftest import run, assert_one_line_error, ROOT, EMPTY_TORCH_HOME
+from conftest import run as _run, assert_one_line_error, ROOT, EMPTY_TORCH_HOME, CPU_ONLY
 from mnist_fastai.data import make_sample, read_csv
 
 KILL_AT = ROOT/'tests'/'kill_at.py'    # a SIGKILL at a chosen instant: inside `open` or `os.replace` (see the file)
 
+def run(*args, **kw): return _run(*args, env=CPU_ONLY, **kw)
+
 def popen(*args, cwd):
-    e = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND='Agg', TORCH_HOME=str(EMPTY_TORCH_HOME))
+    e = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND='Agg', TORCH_HOME=str(EMPTY_TORCH_HOME), **CPU_ONLY)
     return subprocess.Popen([sys.executable, *map(str, args)], cwd=cwd, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 def tree(dest):
@@ -166,7 +171,7 @@ def test_predict_sigkill(tiny):
     for where in ('open', 'rename'):
         (d/'k.csv').write_text('the previous submission\n')
         p = subprocess.run([sys.executable, KILL_AT, where, 'k.csv', '1', 'mnist_fastai.predict', '--model', 'mref/model.pkl', '--out', 'k.csv'], cwd=d,
-                           env=dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND='Agg', TORCH_HOME=str(EMPTY_TORCH_HOME)),
+                           env=dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND='Agg', TORCH_HOME=str(EMPTY_TORCH_HOME), **CPU_ONLY),
                            capture_output=True, text=True, timeout=600)
         assert p.returncode == -signal.SIGKILL, (where, p.returncode, p.stderr)
         assert (d/'k.csv').read_text() == 'the previous submission\n', where
