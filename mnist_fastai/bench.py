@@ -35,8 +35,8 @@ def machine(device=None) -> dict:
     try: cpu = next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
     except (OSError, StopIteration): pass
     dev = torch.device(device) if device is not None else default_device()
-    gpu = dict(cuda=torch.version.cuda, capability='.'.join(map(str, torch.cuda.get_device_capability(dev))),
-               precision=gpu_precision(torch.cuda.get_device_capability(dev)) or 'fp32') if dev.type == 'cuda' else {}
+    cap = torch.cuda.get_device_capability(dev) if dev.type == 'cuda' else None
+    gpu = dict(cuda=torch.version.cuda, capability='.'.join(map(str, cap)), precision=gpu_precision(cap) or 'fp32') if cap else {}
     return dict(cpu=cpu, cores=os.cpu_count(), torch_threads=torch.get_num_threads(),
                 device=torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'CPU', **gpu, python=platform.python_version(),
                 torch=torch.__version__, torchvision=torchvision.__version__, fastai=fastai.__version__,

@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['N_PIX', 'PIXEL_COLS', 'SAMPLE_FILES', 'UserError', 'DataError', 'fail', 'one_line_errors', 'atomic_path',
-           'atomic_open', 'save_figure', 'csv_file', 'read_raw', 'check_header', 'parse_csv', 'read_csv', 'find_csv',
-           'write_csv', 'write_answers', 'read_idx', 'write_idx', 'idx2csv', 'sha256', 'make_sample', 'sample_sums',
-           'set_aside_sample', 'check_file', 'main']
+           'remove_orphans', 'atomic_open', 'save_figure', 'csv_file', 'read_raw', 'check_header', 'parse_csv',
+           'read_csv', 'find_csv', 'write_csv', 'write_answers', 'read_idx', 'write_idx', 'idx2csv', 'sha256',
+           'make_sample', 'sample_sums', 'set_aside_sample', 'check_file', 'main']
 
 # %% ../nbs/00_data.ipynb #70362a82
 import gzip, hashlib, itertools, json, os, re, sys, zipfile, zlib
@@ -55,6 +55,20 @@ def atomic_path(path, # final file name
     except BaseException:
         if os.path.lexists(tmp): os.unlink(tmp)
         raise
+
+# %% ../nbs/00_data.ipynb #2cd6e8ef
+def remove_orphans(folder, # where `atomic_path` wrote
+                   name:str, # the final file name whose temporary files to look for
+                  ) -> list:
+    "Remove the temporary files that `atomic_path` left for `name` in processes that are no longer running (killed mid-write)."
+    gone = []
+    for f in Path(folder).glob(f'.{name}.*.tmp'):
+        pid = f.name[len(name) + 2:].split('.')[0]          # `.{name}.{pid}.{n}.tmp`, as `atomic_path` names them
+        try: os.kill(int(pid), 0); continue                # still running: its file, not an orphan
+        except (ValueError, ProcessLookupError): pass
+        except PermissionError: continue
+        f.unlink(missing_ok=True); gone.append(f)
+    return gone
 
 # %% ../nbs/00_data.ipynb #7d2e5a14
 @contextmanager

@@ -12,7 +12,7 @@ __all__ = ['OFFLINE_VAR', 'URL_VAR', 'tv_arch', 'weights_url', 'cached_weights',
 
 # %% ../nbs/03_train.ipynb #388e29a3
 from .cli import call_parse, Param, store_true, bool_arg
-from .data import UserError, DataError, one_line_errors, atomic_path, atomic_open, save_figure, make_sample
+from .data import UserError, DataError, one_line_errors, atomic_path, atomic_open, save_figure, make_sample, remove_orphans
 from .csv2png import csv2png
 from .dataloaders import mnist_dls, Upscale, check_gpu
 from .fastdl import fast_dls
@@ -440,13 +440,6 @@ def cudnn_mode(deterministic:bool=False, # deterministic kernels; else cuDNN ben
     finally: torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = old
 
 # %% ../nbs/03_train.ipynb #cd3f5d9e
-def _alive(pid:str) -> bool:
-    "Whether process `pid` is running."
-    try: os.kill(int(pid), 0)
-    except (ValueError, ProcessLookupError): return False
-    except PermissionError: pass
-    return True
-
 def export_learner(learn, # a trained learner, with `history` and `train_settings`
                    models='models', # folder for the exported learner
                    export:str='model.pkl', # its file name
@@ -458,8 +451,7 @@ def export_learner(learn, # a trained learner, with `history` and `train_setting
     plot_history(learn.history, plots/'training.png'); plt.close('all')
     with atomic_path(models/export) as tmp: learn.export(os.path.abspath(tmp))
     (models/'last.pth').unlink(missing_ok=True)
-    for f in models.glob('.*.pth.*.tmp'):              # a checkpoint a killed process was writing (its pid in the name)
-        if not _alive(f.name.split('.')[3]): f.unlink(missing_ok=True)
+    for ck in ('last.pth', 'best.pth'): remove_orphans(models, ck)   # a checkpoint a killed run was writing
     best = getattr(learn, 'best_row', None) or max(learn.history, key=lambda r: r['accuracy'])
     log(f"best validation accuracy {100*best['accuracy']:.2f}% (epoch {best['epoch']+1}); "
         f"exported {models/export}; log {plots/'training_log.csv'}, plot {plots/'training.png'}")
