@@ -13,8 +13,10 @@ from multiprocessing import get_context
 from pathlib import Path
 import numpy as np
 from fastprogress.fastprogress import progress_bar
-from .cli import call_parse, Param, store_true
-from .data import DataError, one_line_errors, atomic_open, atomic_path, csv_file, find_csv, read_csv, sha256
+from .cli import call_parse
+from .core import DataError, one_line_errors, atomic_open, atomic_path, sha256
+from .data import csv_file, find_csv, read_csv
+from .folder import DataFolder
 
 # %% ../nbs/01_csv2png.ipynb #4eb34694
 def _chunk(tag:bytes, data:bytes) -> bytes:
@@ -28,7 +30,8 @@ def png_bytes(img:np.ndarray, # a 2-d uint8 array, height × width
     raw = np.zeros((h, w + 1), np.uint8)
     raw[:, 1:] = img
     ihdr = struct.pack('>IIBBBBB', w, h, 8, 0, 0, 0, 0)   # 8-bit, greyscale, deflate, no filter, no interlace
-    return b'\x89PNG\r\n\x1a\n' + _chunk(b'IHDR', ihdr) + _chunk(b'IDAT', zlib.compress(raw.tobytes(), level)) + _chunk(b'IEND', b'')
+    return (b'\x89PNG\r\n\x1a\n' + _chunk(b'IHDR', ihdr) + _chunk(b'IDAT', zlib.compress(raw.tobytes(), level))
+            + _chunk(b'IEND', b''))
 
 # %% ../nbs/01_csv2png.ipynb #33808201
 def png_name(row:int, # 1-based row number in the CSV (the ImageId for test rows)
@@ -66,7 +69,7 @@ def create_png(path:str, # a new file in a staging folder
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
     try:
         view = memoryview(data)
-        while view: view = view[os.write(fd, view):]      # a short write (disk nearly full) goes on, and fails if it must
+        while view: view = view[os.write(fd, view):]  # a short write (disk nearly full) goes on, and fails if it must
     finally: os.close(fd)
 
 # %% ../nbs/01_csv2png.ipynb #3c5b8e24
@@ -157,7 +160,8 @@ def convert(x:np.ndarray, # images, (n, 28, 28) uint8
             try:
                 for d in [tmp] + [f'{tmp}/{c}' for c in labels]: os.mkdir(d)
                 wrote = _convert_all(x, y, tmp, True, False, n_workers, chunk, progress)
-            except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise   # atomic_path removes files, not folders
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True); raise   # atomic_path removes files, not folders
         return dict(split=split, images=n, written=wrote, removed=0)
     for d in [root] + [f'{root}/{c}' for c in labels]: os.makedirs(d, exist_ok=True)
     wrote = _convert_all(x, y, root, False, force, n_workers, chunk, progress)
@@ -171,8 +175,9 @@ def _read_one(task:tuple) -> tuple:
     return (kind, split), read_csv(path, split) if kind == 'read' else sha256(csv_file(path))
 
 def _read_all(found:dict, n_workers:int|None) -> dict:
-    "Read, validate and hash every CSV in `found` ({split: path}), in parallel when there are cores to spare: {split: (path, (x, y), sha256)}."
-    tasks = [('read', s, p) for s, p in found.items()] + [('sha256', s, p) for s, p in found.items()]   # hashes go to whoever is free
+    "Read, validate and hash the CSVs in `found` ({split: path}), in parallel: {split: (path, (x, y), sha256)}."
+    # hashes go to whoever is free
+    tasks = [('read', s, p) for s, p in found.items()] + [('sha256', s, p) for s, p in found.items()]
     if len(found) > 1 and (n_workers or os.cpu_count() or 1) > 1:
         with get_context('fork').Pool(len(found)) as pool: out = dict(pool.map(_read_one, tasks, chunksize=1))
     else: out = dict(map(_read_one, tasks))
@@ -210,7 +215,7 @@ def record_source(dest, # the images folder
 def tree_source(images, # the PNG tree written by csv2png
                 split:str='test', # 'train' or 'test'
                ) -> str|None:
-    "The CSV `images/split` was converted from, if it is still there unchanged (relative to here when inside), else None."
+    "The CSV `images/split` was converted from, if it is still there unchanged (relative when inside), else None."
     try: csv = json.loads((Path(images)/split/'source.json').read_text())
     except (OSError, ValueError): return None
     f = csv_file(csv['csv'])
@@ -218,7 +223,7 @@ def tree_source(images, # the PNG tree written by csv2png
     return os.path.relpath(csv['csv']) if f.is_relative_to(Path.cwd()) else csv['csv']
 
 # %% ../nbs/01_csv2png.ipynb #df01d6af
-def csv2png(data='data', # folder with train.csv / test.csv (or .csv.gz, or digit-recognizer.zip)
+def csv2png(data='data', # folder with train.csv / test.csv (.csv.gz, the competition's zip), or a `DataFolder`
             dest='images', # folder to write train/<label>/NNNNN.png and test/NNNNN.png into
             force:bool=False, # rewrite every image, even those already correct
             n_workers:int|None=None, # processes (default: one per core)
@@ -226,9 +231,11 @@ def csv2png(data='data', # folder with train.csv / test.csv (or .csv.gz, or digi
             log=print, # where messages go
            ) -> list:
     "Convert the competition CSVs in `data` to a PNG tree in `dest`; return one summary dict per split."
-    if not Path(data).is_dir(): raise DataError(f"{data}: no such folder")
-    found = {s: find_csv(data, s) for s in ('train', 'test')}
-    if not any(found.values()): raise DataError(f"{data}: has neither train.csv nor test.csv (nor .csv.gz, nor digit-recognizer.zip)")
+    if isinstance(data, DataFolder): data, found = data.path, dict(train=data.train, test=data.test)   # found already
+    elif not Path(data).is_dir(): raise DataError(f"{data}: no such folder")
+    else: found = {s: find_csv(data, s) for s in ('train', 'test')}
+    if not any(found.values()):
+        raise DataError(f"{data}: has neither train.csv nor test.csv (nor .csv.gz, nor digit-recognizer.zip)")
     arrays = _read_all({s: p for s, p in found.items() if p}, n_workers)
     res = []
     with dest_lock(dest, log):
@@ -253,10 +260,12 @@ def summary(r:dict, # one split's result from `csv2png`
 
 # %% ../nbs/01_csv2png.ipynb #65cca457
 @call_parse
-def main(data:Param("folder with train.csv and/or test.csv", str)='data',
-         dest:Param("folder for the PNG tree", str)='images',
-         force:Param("rewrite every image, even those already correct", store_true)=False,
-         workers:Param("worker processes (default: one per core)", int)=None):
+def main(data:str='data', # folder with train.csv and/or test.csv
+         dest:str='images', # folder for the PNG tree
+         force:bool=False, # rewrite every image, even those already correct
+         workers:int=None, # worker processes (default: one per core)
+         progress:bool=True, # a progress bar
+        ):
     "Convert the Kaggle Digit Recognizer CSVs into images/train/<label>/NNNNN.png and images/test/NNNNN.png."
-    with one_line_errors(dest):
-        for r in csv2png(data, dest, force=force, n_workers=workers, progress=sys.stdout.isatty()): print(summary(r))
+    with one_line_errors(dest):                     # an OS error with no file name of its own names the tree
+        for r in csv2png(data, dest, force=force, n_workers=workers, progress=progress): print(summary(r))

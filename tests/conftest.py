@@ -10,6 +10,9 @@ EMPTY_TORCH_HOME = Path(tempfile.mkdtemp(prefix='torch_home_'))   # no cached Im
 atexit.register(shutil.rmtree, EMPTY_TORCH_HOME, True)
 os.environ.setdefault('MNIST_FASTAI_OFFLINE', '1')                 # tests never download weights, unless one says so
 
+if os.environ.get('PYTEST_XDIST_WORKER'):      # `pytest -n 2` on 2 cores: one thread per worker, or the workers' threads fight
+    os.environ['OMP_NUM_THREADS'] = os.environ['MKL_NUM_THREADS'] = '1'
+
 CPU_ONLY = {'CUDA_VISIBLE_DEVICES': ''}   # for the CPU's byte-for-byte guarantees: on a GPU machine too, they run on the CPU
 
 def run(*args, cwd=None, env=None, timeout=600):
@@ -62,7 +65,10 @@ def pytest_configure(config):
     config.addinivalue_line('markers', "dev: needs the dev extra (nbdev, Jupyter); CI's runtime-only environment runs -m 'not dev'")
     config.addinivalue_line('markers', "gpu: needs a CUDA GPU (skipped where there is none): pytest -m gpu runs them")
 
+SLOW_FIRST = ('test_walkthrough.py', 'test_notebooks.py')   # the longest tests start first, so `-n` workers finish together
+
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda i: next((k for k, f in enumerate(SLOW_FIRST) if i.path.name == f), len(SLOW_FIRST)))
     import torch
     if torch.cuda.is_available(): return
     skip = pytest.mark.skip(reason="no CUDA GPU here")

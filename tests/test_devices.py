@@ -28,22 +28,23 @@ def test_bench_rows_do_what_their_labels_say():
 
 def test_cudnn_flags_are_left_as_they_were(tree):
     "Building DataLoaders and learners, and training, leave cuDNN's process-wide flags as the caller had them."
-    from mnist_fastai.fastdl import fast_dls
+    from mnist_fastai.fastdl import fast_dls, digit_dls
     from mnist_fastai.dataloaders import mnist_dls
+    from mnist_fastai.recipe import Recipe
     from mnist_fastai.train import mnist_learner, train
     flags = lambda: (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
     before = flags()
     assert before == (False, False)                          # torch's own defaults
     fast_dls(tree/'images', log=None); mnist_dls(tree/'images')
-    learn = mnist_learner(tree/'images', models=tree/'m', progress=False, log=None)
+    learn = mnist_learner(digit_dls(tree/'images', log=None), models=tree/'m')
     assert flags() == before and describe_device(learn) == device_words()
-    train(tree/'images', epochs=1, bs=32, models=tree/'m', plots=tree/'p', progress=False, log=lambda *a: None, pretrained=False)
+    train(tree/'images', Recipe(epochs=1, bs=32), weights=False, export=tree/'m/model.pkl', plots=tree/'p', progress=False, log=lambda *a: None)
     assert flags() == before
 
 def test_two_processes_on_one_gpu_is_one_line(tree, monkeypatch):
     "More launched processes than GPUs: one line that says what to launch, not CUDA's invalid-device traceback."
     import mnist_fastai.train as t
-    from mnist_fastai.data import UserError
+    from mnist_fastai.core import UserError
     monkeypatch.setenv('WORLD_SIZE', '2'); monkeypatch.setenv('RANK', '1'); monkeypatch.setenv('LOCAL_RANK', '1')
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)       # the only stand-in here: a machine with one GPU
     monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
@@ -66,8 +67,9 @@ def test_cache_and_batches_on_the_gpu(tree):
 @gpu
 def test_the_precision_the_gpu_gets(tree):
     from fastai.callback.fp16 import MixedPrecision
+    from mnist_fastai.fastdl import digit_dls
     from mnist_fastai.train import mnist_learner
-    learn = mnist_learner(tree/'images', models=tree/'m', progress=False, log=None)
+    learn = mnist_learner(digit_dls(tree/'images', log=None), models=tree/'m')
     want = gpu_precision(torch.cuda.get_device_capability(0))
     got = [c.amp_mode.value for c in learn.cbs if isinstance(c, MixedPrecision)]
     assert got == ([want] if want else [])

@@ -146,7 +146,7 @@ def _zip(path, make):
 
 def test_crafted_zips_refused(tmp_path):
     from mnist_fastai.kaggle import safe_extract
-    from mnist_fastai.data import DataError
+    from mnist_fastai.core import DataError
     def link(z):
         i = zipfile.ZipInfo('train.csv'); i.external_attr = (stat.S_IFLNK | 0o777) << 16; z.writestr(i, '/etc/passwd')
     cases = {'..': (lambda z: z.writestr('a/../../x.csv', 'x'), 'leaves the destination'),

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.dev
 
 ROOT = Path(__file__).resolve().parent.parent
 NBS = ROOT/'nbs'
-SKIP_DIRS = {'.git', '__pycache__', '.pytest_cache', '.ipynb_checkpoints'}
+SKIP_DIRS = {'.git', '__pycache__', '.pytest_cache', '.ipynb_checkpoints', '.hypothesis'}   # the test tools' own caches (another -n worker's)
 
 def repo_files() -> dict:
     "Every file in the repository (virtualenvs and caches aside) with its size and modification time."

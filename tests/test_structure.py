@@ -19,6 +19,7 @@ def test_light_commands_import_neither_torch_nor_fastai(tmp_path):
     make_sample(tmp_path/'data', n_test=100, n_train=300)
     sub = tmp_path/'sub.csv'; sub.write_text('ImageId,Label\n' + ''.join(f'{i},{i % 10}\n' for i in range(1, 101)))
     cmds = [['mnist_fastai.predict', '--check', sub], ['mnist_fastai.predict', '--leaderboard'],
+            ['mnist_fastai.submission', 'score', sub], ['mnist_fastai.submission', 'leaderboard'],
             ['mnist_fastai.baseline', '--method', 'majority'],
             ['mnist_fastai.kaggle', 'submit', 'nope.csv'],               # refused by the check, before the kaggle CLI runs
             ['mnist_fastai.data', 'check', 'data/test.csv']]
@@ -29,7 +30,7 @@ def test_light_commands_import_neither_torch_nor_fastai(tmp_path):
     assert "HEAVY ['fastai', 'torch', 'torchvision']" in r.stdout, r.stdout
 
 def test_one_atomic_writer():
-    "Files, and csv2png's staged split folders, are renamed into place in one function only (`data.atomic_path`); every other writer goes through it."
+    "Files, and csv2png's staged split folders, are renamed into place in one function only (`core.atomic_path`); every other writer goes through it."
     found = set()
     for f in sorted(PKG.glob('*.py')):
         for fn in ast.walk(ast.parse(f.read_text())):
@@ -38,7 +39,7 @@ def test_one_atomic_writer():
                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ('replace', 'rename') \
                    and isinstance(node.func.value, ast.Name) and node.func.value.id == 'os':
                     found.add((f.name, fn.name))
-    assert found == {('data.py', 'atomic_path'), ('data.py', 'set_aside_sample')}, found   # the second moves files, writes none
+    assert found == {('core.py', 'atomic_path'), ('data.py', 'set_aside_sample')}, found   # the second moves files, writes none
     assert 'mkstemp' not in ''.join(f.read_text() for f in PKG.glob('*.py'))
 
 def test_exported_functions_are_small():
@@ -71,6 +72,43 @@ def test_parse_csv_memory_does_not_grow_with_the_file(tmp_path):
     assert extra[1] < 48 and extra[1] - extra[0] < 4, extra
 
 # ---- one README, and figures that agree with BENCHMARKS.md ----
+
+def _is_command(fn:ast.FunctionDef, tree) -> bool:
+    "Whether `fn` is a command: decorated with `call_parse`, or handed to it (`main = call_parse(fn)`)."
+    handed = {a.id for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, 'id', '') == 'call_parse'
+              for a in n.args if isinstance(a, ast.Name)}
+    return fn.name in handed or any(getattr(d, 'id', '') == 'call_parse' for d in fn.decorator_list)
+
+def test_few_parameters_except_commands():
+    "No function takes more than 10 parameters, except a command, whose parameters are its flags (docments, not a list)."
+    many = []
+    for f in sorted(PKG.glob('*.py')):
+        tree = ast.parse(f.read_text())
+        for fn in ast.walk(tree):
+            if not isinstance(fn, ast.FunctionDef) or _is_command(fn, tree): continue
+            a = fn.args
+            n = len(a.posonlyargs + a.args + a.kwonlyargs) + bool(a.vararg) + bool(a.kwarg) - (a.args[:1] != [] and a.args[0].arg == 'self')
+            if n > 10: many.append((f.name, fn.name, n))
+    assert not many, many
+
+def test_commands_take_help_from_docments():
+    "Every flag of every command has a help line: its parameter's docment (`Param` has no help text to write twice)."
+    from mnist_fastai.cli import make_parser
+    import mnist_fastai.baseline, mnist_fastai.bench, mnist_fastai.csv2png, mnist_fastai.data, mnist_fastai.kaggle
+    import mnist_fastai.pipeline, mnist_fastai.predict, mnist_fastai.submission, mnist_fastai.train
+    for m in (mnist_fastai.baseline, mnist_fastai.bench, mnist_fastai.csv2png, mnist_fastai.data, mnist_fastai.kaggle,
+              mnist_fastai.pipeline, mnist_fastai.predict, mnist_fastai.submission, mnist_fastai.train):
+        p = make_parser(m.main)
+        empty = [a.dest for a in p._actions if a.dest != 'help' and not (a.help or '').strip()]
+        assert not empty, (m.__name__, empty)
+
+def test_readme_recipes_are_the_code():
+    "The recipes the README shows (index.ipynb's cell output) are `RECIPES` as the code describes them."
+    from mnist_fastai.recipe import RECIPES, describe
+    nb = json.loads((ROOT/'nbs'/'index.ipynb').read_text())
+    [cell] = [c for c in nb['cells'] if c['cell_type'] == 'code' and 'RECIPES' in ''.join(c['source'])]
+    shown = ''.join(''.join(o.get('text', '')) for o in cell['outputs'])
+    assert shown == ''.join(f"{name:7} {describe(r)}\n" for name, r in RECIPES.items())
 
 def test_readme_is_made_from_index():
     "README.md is what `.ci/readme.py` makes from nbs/index.ipynb (settings.ini's readme_nb)."

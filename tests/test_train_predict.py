@@ -236,8 +236,8 @@ def test_weights_download_failures(project, tmp_path, weights_blob):
             assert why in r.stdout and 'training resnet18 from scratch' in r.stdout, r.stdout
             assert not ck.exists() or list(ck.iterdir()) == []               # nothing half-written in the cache
             assert_one_line_error(_train_online(project, tmp_path/fname, url, '--pretrained')[0], '--pretrained: ', why)
-        from mnist_fastai.train import download_weights
-        from mnist_fastai.data import DataError
+        from mnist_fastai.weights import download_weights
+        from mnist_fastai.core import DataError
         with pytest.raises(DataError, match='no answer for 1s'):      # the timeout, in-process (the CLI waits 15 s)
             download_weights(f'http://127.0.0.1:{silent.getsockname()[1]}/resnet18-0123abcd.pth', tmp_path/'t/w.pth', timeout=1, progress=False)
         assert not (tmp_path/'t').exists() or list((tmp_path/'t').iterdir()) == []
@@ -259,8 +259,10 @@ def test_offline_and_scratch_never_try(project, tmp_path, weights_blob):
 
 def test_keep_best_spans_the_stages_of_fine_tuning(project, tmp_path):
     "A later stage that does worse must not replace the saved best: the weights left loaded are the best epoch's."
-    from mnist_fastai.train import KeepBest, mnist_learner
-    learn = mnist_learner(project/'images', bs=32, models=tmp_path/'m', progress=False, log=lambda *a: None)
+    from mnist_fastai.callbacks import KeepBest
+    from mnist_fastai.fastdl import digit_dls
+    from mnist_fastai.train import mnist_learner
+    learn = mnist_learner(digit_dls(project/'images', bs=32, log=None), models=tmp_path/'m')
     learn.remove_cbs([c for c in learn.cbs if type(c).__name__ == 'ProgressCallback'])
     keep = KeepBest()
     learn.fit_one_cycle(2, 3e-3, cbs=[keep])
