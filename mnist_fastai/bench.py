@@ -447,7 +447,7 @@ def _measure(f:DataFolder, work:Path, dev, quick=False, reps=1, settle=0., optio
     nb = 3 if quick else 40
     rows = bench_csv2png(f.path, work, reps, settle)
     images = work/'images'
-    csv2png(f.path, dest=images, progress=False, log=lambda *a: None)
+    csv2png(f, dest=images, progress=False, log=lambda *a: None)
     rows += bench_loaders(images, batches=10 if quick else 150, device=dev)
     rows += bench_train(images, batches=nb, device=dev)
     if options: rows += bench_train_options(images, batches=nb, reps=1 if quick else 2, compile=compile, device=dev)
@@ -516,14 +516,14 @@ def split_summary(rows:list, # `split_row`s of one recipe
                  ) -> dict:
     "Mean, worst and spread over the splits of each way of choosing the model, in %, and the mean minutes."
     pct = lambda k: [100 * r[k] for r in rows]
-    out = {k: dict(mean=round(float(np.mean(pct(k))), 3), worst=round(min(pct(k)), 3), spread=round(max(pct(k)) - min(pct(k)), 3))
-           for k in ('submission', 'kept', 'last', 'best')}
+    stats = lambda v: dict(mean=round(float(np.mean(v)), 3), worst=round(min(v), 3), spread=round(max(v) - min(v), 3))
+    out = {k: stats(pct(k)) for k in ('submission', 'kept', 'last', 'best')}
     return dict(out, minutes=round(float(np.mean([r['minutes'] for r in rows])), 1), splits=len(rows))
 
 # %% ../nbs/08_bench.ipynb #sp000004
 def bench_splits(dirs:list, # data folders, each with train.csv, test.csv and test_labels.csv
                  out='bench/results', # folder for the JSON
-                 recipe:Recipe|str|None=None, # a recipe or its name (default: the one the pipeline picks for each folder)
+                 recipe:Recipe|str|None=None, # a recipe or its name (default: the pipeline's for each folder)
                  log=print, # where the table goes
                 ) -> dict:
     "The whole job on each split; print a row per split and the mean, worst and spread; write the JSON."
@@ -531,16 +531,18 @@ def bench_splits(dirs:list, # data folders, each with train.csv, test.csv and te
     with tempfile.TemporaryDirectory(prefix='splits_') as work:
         for i, d in enumerate(dirs):
             f = find_data(d, log=lambda *a: None)
-            if f.answers is None: raise DataError(f"{d}: no test_labels.csv that belongs to its test.csv: nothing to score")
+            if f.answers is None: raise DataError(f"{d}: no test_labels.csv that belongs to its test.csv")
             rows.append(split_row(f, Path(work)/str(i), recipe))
             r = rows[-1]
-            log(f"{r['split']}: submission {100*r['submission']:.2f}%, epoch {r['kept_epoch']} kept {100*r['kept']:.2f}%, "
+            log(f"{r['split']}: submission {100*r['submission']:.2f}%, "
+                f"epoch {r['kept_epoch']} kept {100*r['kept']:.2f}%, "
                 f"last {100*r['last']:.2f}%, best epoch {r['best_epoch']} {100*r['best']:.2f}%; {r['minutes']} min")
     s = split_summary(rows)
     log('  '.join(f"{k}: mean {v['mean']:.2f}%, worst {v['worst']:.2f}%, spread {v['spread']:.2f}" for k, v in s.items()
                   if isinstance(v, dict)) + f"; {s['minutes']} min per split, {s['splits']} splits")
     res = dict(machine=machine(), recipe=rows[0]['describe'], rows=rows, summary=s)
-    with atomic_open(Path(out)/'splits-cpu.json' if res['machine']['device'] == 'CPU' else Path(out)/'splits-gpu.json', 'w') as fh:
+    tag = 'cpu' if res['machine']['device'] == 'CPU' else 'gpu'
+    with atomic_open(Path(out)/f'splits-{tag}.json', 'w') as fh:
         fh.write(json.dumps(res, indent=1) + '\n')
     return res
 

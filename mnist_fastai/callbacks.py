@@ -47,7 +47,7 @@ class KeepBest(SaveModelCallback):
 
 # %% ../nbs/02d_callbacks.ipynb #0ff0ea68
 class History(_Resumable):
-    "Record every epoch's losses and metrics; rewrite `fname` (CSV) after each epoch; `log` a line per epoch if given."
+    "Record each epoch's losses and metrics (epochs count from 1) into `fname` (CSV), and a line to `log` if given."
     order = 65
     def __init__(self, fname=None, log=None, rows=None):
         self.fname, self.log, self.rows, self.stage = fname, log, list(rows or []), 0
@@ -56,7 +56,8 @@ class History(_Resumable):
         if self.skipped(): return
         names = ['train_loss', 'valid_loss'] + [m.name for m in self.learn.metrics]
         vals = dict(zip(names, self.learn.recorder.values[-1]))
-        self.rows.append(dict(epoch=len(self.rows), stage=self.stage, **vals, seconds=round(time.time() - self.t0, 1)))
+        self.rows.append(dict(epoch=len(self.rows) + 1, stage=self.stage, **vals,
+                              seconds=round(time.time() - self.t0, 1)))
         if self.fname and not rank_distrib(): self.save(self.fname)
         if self.log: self.log('  '.join(f'{k} {v:.1f}' if k == 'seconds' else
                                         f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'

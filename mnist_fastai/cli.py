@@ -47,9 +47,10 @@ class Flags:
     def fields(self) -> list: return [f for f in fields(self.cls) if f.name not in self.hide]
     def help(self, name:str, doc:str) -> str:
         "The help line of field `name`: its docment and, if named instances differ there, each one's value."
-        vals = {k: getattr(v, name) for k, v in self.named.items()}
-        return doc + (f" ({', '.join(f'{k}: {v}' for k, v in vals.items())})"
-                      if len(set(map(repr, vals.values()))) > 1 else '')
+        vals = {k: getattr(v, name) for k, v in self.named.items()} or {"default": getattr(self.cls(), name)}
+        if len(set(map(repr, vals.values()))) > 1: return doc + f" ({', '.join(f'{k}: {v}' for k, v in vals.items())})"
+        v = next(iter(vals.values()))
+        return doc + ('' if v in (None, False) else f" (default: {v})")
 
 # %% ../nbs/00_cli.ipynb #97aa9780
 def _param(anno, default) -> Param|None:

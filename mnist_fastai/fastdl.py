@@ -183,7 +183,7 @@ class ToRGB(Transform):
 def _settings(f, given:dict) -> SimpleNamespace:
     "`f`'s keyword defaults, overridden by `given`; a `TypeError` for a name `f` does not take."
     ps = inspect.signature(f).parameters
-    if bad := [k for k in given if k not in ps]: raise TypeError(f"{f.__name__}() got unexpected keyword arguments {bad}")
+    if bad := [k for k in given if k not in ps]: raise TypeError(f"{f.__name__}() got unexpected keywords {bad}")
     defaults = {k: p.default for k, p in ps.items() if p.default is not p.empty}
     return SimpleNamespace(**{**defaults, **given})
 

@@ -34,6 +34,7 @@ def find_data(data='data', # the folder with the competition's CSVs
     "What `data` holds (nothing, if there is no such folder), established once."
     d = Path(data)
     train, test = find_csv(d, 'train'), find_csv(d, 'test')
-    sample = bool(train) and sample_sums(d).get('train.csv') == sha256(csv_file(train))
+    sums = sample_sums(d)                          # the sample's own record: without one, nothing to hash
+    sample = bool(train and sums) and sums.get('train.csv') == sha256(csv_file(train))
     return DataFolder(d, train, test, answers_for(test, log=log) if test else None, sample,
                       count_rows(train) if train else 0)

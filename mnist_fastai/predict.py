@@ -247,4 +247,6 @@ def main(model:Param(nargs='+')='models/model.pkl', # the exported learner; seve
     "Predict the test set with an exported learner and write a checked Kaggle submission."
     if leaderboard or check: return submission_main('leaderboard' if leaderboard else 'score' if labels else 'check',
                                                     check, labels=labels, test=test)
+    if bad := [p for p in probs or [] if not p.endswith('.npy')]:
+        raise DataError(f"{bad[0]}: not a saved NumPy array (.npy)")
     predict(probs or model, source=csv or images, out=out, tta=tta, labels=labels, in_memory=not png)

@@ -19,7 +19,7 @@ class Recipe:
     bs:int=64 # batch size
     valid_pct:float=0.2 # fraction of train.csv held out for validation
     label_smoothing:float=0. # label-smoothing eps of the loss (0: plain cross-entropy)
-    mixed_precision:bool|str|None=None # None: native precision on a GPU; 'native': also on a CPU with bf16 instructions
+    mixed_precision:bool|str|None=None # true/false; a recipe's None: on a GPU only, 'native': also CPUs with bf16 units
     size:int=28 # side of the images the model sees (upscaled per batch above 28)
     small_epochs:int=0 # progressive resizing: the first N epochs at 28x28, the rest at --size
     tta:bool=False # test-time augmentation when predicting

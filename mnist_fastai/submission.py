@@ -80,7 +80,8 @@ def score(pred, # predicted digits in ImageId order, or a submission file
          ) -> float:
     "Kaggle's score for this competition: the fraction of test digits predicted right."
     p, y = [read_labels(a) if isinstance(a, (str, Path)) else np.asarray(a) for a in (pred, answers)]
-    if len(p) != len(y): raise DataError(f"{len(p)} predictions, but {answers} has {len(y)} answers")
+    what = answers if isinstance(answers, (str, Path)) else 'the answers'
+    if len(p) != len(y): raise DataError(f"{len(p)} predictions, but {what} has {len(y)} answers")
     return float((p == y).mean())
 
 # %% ../nbs/00a_submission.ipynb #6628090f
@@ -168,10 +169,12 @@ def score_file(fname='submissions/submission.csv', # the submission file
               ) -> float:
     "Check `fname`, score it against `labels`, record it on the leaderboard; print one line and return the accuracy."
     test = test or find_csv('data', 'test')
-    answers = answers_for(test, labels) if test else Path(labels) if labels else None
-    if answers is None: raise DataError(f"{fname}: no answers to score it against (pass --labels ANSWERS)")
+    why = []                                        # why answers found (or given) do not belong to the test set
+    answers = answers_for(test, labels, log=why.append) if test else Path(labels) if labels else None
+    if answers is None:
+        raise DataError(why[0].removeprefix('not scoring: ') if why else f"{fname}: no answers to score it against")
     n, y = check_submission(fname, test=test), read_labels(answers)
-    acc = score(fname, y)
+    acc = score(fname, answers)
     record_score(fname, acc, settings={'scored': 'file', 'answers': str(answers)}, scores=scores)
     right, sp = round(acc * len(y)), lambda k: f"{k:,}".replace(',', ' ')
     print(f"{fname}: ok, {n} rows, {100*acc:.2f}% ({sp(right)} of {sp(len(y))}) against {answers}")

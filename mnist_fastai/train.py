@@ -117,7 +117,7 @@ def plot_history(rows:list, # `History.rows`
                 ):
     "Plot losses and accuracy per epoch."
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
-    ep = [r['epoch'] + 1 for r in rows]
+    ep = [r['epoch'] for r in rows]
     a1.plot(ep, [r['train_loss'] for r in rows], 'o-', label='train loss')
     a1.plot(ep, [r['valid_loss'] for r in rows], 'o-', label='valid loss')
     a1.set_xlabel('epoch'); a1.set_yscale('log'); a1.legend(); a1.set_title('loss')
@@ -244,7 +244,7 @@ def export_learner(learn, # a trained learner, with `history` and `train_setting
     (export.parent/'last.pth').unlink(missing_ok=True)
     for ck in ('last.pth', 'best.pth'): remove_orphans(export.parent, ck)   # a checkpoint a killed run was writing
     best = getattr(learn, 'best_row', None) or max(learn.history, key=lambda r: r['accuracy'])
-    log(f"best validation accuracy {100*best['accuracy']:.2f}% (epoch {best['epoch']+1}); "
+    log(f"best validation accuracy {100*best['accuracy']:.2f}% (epoch {best['epoch']}); "
         f"exported {export}; log {plots/'training_log.csv'}, plot {plots/'training.png'}")
     return export
 
@@ -367,12 +367,13 @@ def main(images:str='images', # the PNG tree written by csv2png
          lr_find:bool=False, # run the learning-rate finder first and use its suggestion
          models:str='models', # folder for the checkpoint and exported learner
          plots:str='images', # folder for the training log and plots
-         resume:bool=False, # continue an interrupted run from models/last.pth
+         resume:bool=False, # continue an interrupted run from last.pth in --models
          export:str='model.pkl', # file name of the exported learner in --models
          png:bool=False, # read PNGs item by item (fastai's default pipeline) instead of the in-memory cache
          progress:bool=True, # progress bars (else a line per epoch)
         ):
     "Fine-tune (or train from scratch) a resnet on images/train with fit_one_cycle and export the learner."
     r = RECIPES[recipe].replace(**(changes or {}), in_memory=False if png else None)
-    w = weights or pretrained_flag(pretrained, scratch)
+    w = pretrained_flag(pretrained, scratch)       # checked even when --weights names a file
+    w = weights or w
     train(images, r, seed, w, Path(models)/export, plots, resume, lr_find, progress=progress)

@@ -80,6 +80,7 @@ def test_ensemble_errors(tree, tmp_path):
     assert_one_line_error(run('-m', 'mnist_fastai.predict', '--probs', 'a.npy', 'b.npy', cwd=d), 'b.npy: 50 rows, but a.npy has 60')
     assert_one_line_error(run('-m', 'mnist_fastai.predict', '--probs', 'a.npy', 'c.npy', cwd=d), 'c.npy: shape (60, 3)')
     assert_one_line_error(run('-m', 'mnist_fastai.predict', '--probs', 'a.npy', 'nope.npy', cwd=d), 'nope.npy: no such probabilities file')
+    assert_one_line_error(run('-m', 'mnist_fastai.predict', '--probs', 'a.npy', 'a.csv', cwd=d), 'a.csv: not a saved NumPy array')
     assert not (d/'submissions/submission.csv').exists()
     assert_one_line_error(run('-m', 'mnist_fastai.pipeline', '--ensemble', '0', cwd=d), '--ensemble 0')
 
@@ -124,7 +125,7 @@ def test_accelerate_run_killed_then_resumed(tree, tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert 'resuming from models/last.pth: stage 1, epoch 1 of 3 done' in r.stdout
     assert sorted(o.name for o in (d/'models').iterdir()) == ['best.pth', 'model.pkl']      # finished: nothing left to resume
-    assert [l.split(',')[0] for l in (d/'images/training_log.csv').read_text().splitlines()] == ['epoch', '0', '1', '2']
+    assert [l.split(',')[0] for l in (d/'images/training_log.csv').read_text().splitlines()] == ['epoch', '1', '2', '3']
 
 def test_accelerate_mixed_precision_refused(tree, tmp_path):
     "accelerate's own mixed precision would wrap the forward pass without fastai's loss scaling: refused in one line."

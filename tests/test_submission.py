@@ -46,6 +46,9 @@ def test_bad_files_are_one_line_and_record_nothing(tmp_path):
     assert_one_line_error(run('-m', 'mnist_fastai.submission', 'score', 'short.csv', cwd=tmp_path), 'short.csv: 2 rows, but the test set has 100')
     assert_one_line_error(run('-m', 'mnist_fastai.submission', 'score', 'teammate.csv', '--labels', 'nope.csv', cwd=tmp_path),
                           'nope.csv: no such answers file')
+    (tmp_path/'few.csv').write_text('ImageId,Label\n1,7\n')                    # answers for another test set: the reason, once
+    assert_one_line_error(run('-m', 'mnist_fastai.submission', 'score', 'teammate.csv', '--labels', 'few.csv', cwd=tmp_path),
+                          'few.csv has 1 answers, but data/test.csv has 100 images')
     (tmp_path/'data/test_labels.csv').unlink()
     assert_one_line_error(run('-m', 'mnist_fastai.submission', 'score', 'teammate.csv', cwd=tmp_path), 'no answers to score it against')
     assert not (tmp_path/'submissions/scores.csv').exists()

@@ -40,6 +40,8 @@ def test_train_errors(project, tmp_path):
     assert_one_line_error(run('-m', 'mnist_fastai.train', '--images', tmp_path, cwd=project), 'no training PNGs')
     (tmp_path/'bad.pth').write_bytes(b'garbage')
     assert_one_line_error(run('-m', 'mnist_fastai.train', '--weights', tmp_path/'bad.pth', cwd=project), 'bad.pth: not a PyTorch weights file')
+    assert_one_line_error(run('-m', 'mnist_fastai.train', '--pretrained', '--scratch', '--weights', tmp_path/'bad.pth', cwd=project),
+                          '--pretrained and --scratch contradict each other')
 
 def test_train_progressive_resizing(project, tmp_path):
     "--size 56 --small_epochs 1: the first epoch at 28x28, the second at 56x56, which is the one kept and the size the learner predicts at."
