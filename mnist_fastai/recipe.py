@@ -20,6 +20,7 @@ class Recipe:
     valid_pct:float=0.2 # fraction of train.csv held out for validation
     label_smoothing:float=0. # label-smoothing eps of the loss (0: plain cross-entropy)
     mixed_precision:bool|str|None=None # true/false; a recipe's None: on a GPU only, 'native': also CPUs with bf16 units
+    stem_pool:bool=True # the max-pool of the resnet's stem (false: the last block sees 2×2, not 1×1; longer epochs)
     size:int=28 # side of the images the model sees (upscaled per batch above 28)
     small_epochs:int=0 # progressive resizing: the first N epochs at 28x28, the rest at --size
     tta:bool=False # test-time augmentation when predicting
@@ -44,7 +45,7 @@ def describe(r:Recipe) -> str:
           False: 'float32'}
     return (f"{r.epochs} epochs, bs {r.bs}, {100*r.valid_pct:g}% validation, "
             f"{mp.get(r.mixed_precision, r.mixed_precision)}"
-            + (f", {r.size}×{r.size}" if r.size != 28 else '')
+            + (f", {r.size}×{r.size}" if r.size != 28 else '') + (', no stem max-pool' if not r.stem_pool else '')
             + (f", label smoothing {r.label_smoothing:g}" if r.label_smoothing else '')
             + (', TTA' if r.tta else ''))
 
