@@ -18,7 +18,7 @@ from .dataloaders import mnist_dls, MNIST_STATS
 from .fastdl import fast_dls, fast_test_dl, load_cache, digit_dls
 from .submission import read_labels
 from .recipe import Recipe, RECIPES, pick_recipe, describe
-from .callbacks import rng_state, set_rng_state
+from .callbacks import rng_state, set_rng_state, WeightAverage
 from .train import mnist_learner, train, gpu_precision, cudnn_mode
 from .predict import predict_probs
 import copy, json, os, platform, shutil, tempfile, time
@@ -320,9 +320,18 @@ class _Until(Callback):
         if self.test_dl is not None:
             t, st = time.time(), rng_state(self.learn)   # scoring must not change the run: the same draws as without it
             row['held_out'] = held_out_accuracy(self.model, self.test_dl, self.labels)
+            if wa := next(iter(self.learn.cbs.filter(lambda c: isinstance(c, WeightAverage))), None):
+                row['held_out_trained'] = self._score_trained(wa)
             set_rng_state(self.learn, st)
             self.paused += time.time() - t
         self.curve.append(row)
+    def _score_trained(self, wa):
+        "Held-out accuracy of the weights as trained, while the model holds their average."
+        m = self.model
+        avg = {k: v.clone() for k, v in m.state_dict().items()}
+        m.load_state_dict(wa.trained())
+        try: return held_out_accuracy(m, self.test_dl, self.labels)
+        finally: m.load_state_dict(avg)
 
 def _first(curve, key, target):
     "The first epoch of `curve` whose `key` reached `target`, or None."
@@ -523,8 +532,8 @@ def split_row(f:DataFolder, # a data folder with held-out answers
     score = lambda p: float((p.argmax(1) == labels).mean())
     return dict(split=str(f.path), recipe=name, describe=describe(r) + (f', {members} members' if members > 1 else ''),
                 submission=score(probs), first=score(runs[0]['probs']), kept_epoch=kept['epoch'], kept=kept['held_out'],
-                last=curve[-1]['held_out'], best_epoch=max(curve, key=lambda c: c['held_out'])['epoch'],
-                best=max(c['held_out'] for c in curve),
+                last=curve[-1]['held_out'], last_trained=curve[-1].get('held_out_trained'),
+                best_epoch=max(curve, key=lambda c: c['held_out'])['epoch'], best=max(c['held_out'] for c in curve),
                 minutes=round((png_s + sum(x['seconds'] for x in runs)) / 60, 1),
                 first_minutes=round((png_s + runs[0]['seconds']) / 60, 1), curve=curve)
 
@@ -534,7 +543,8 @@ def split_summary(rows:list, # `split_row`s of one recipe
     "Mean, worst and spread over the splits of each score (`first`: the first member alone), in %; mean minutes."
     pct = lambda k: [100 * r[k] for r in rows]
     stats = lambda v: dict(mean=round(float(np.mean(v)), 3), worst=round(min(v), 3), spread=round(max(v) - min(v), 3))
-    out = {k: stats(pct(k)) for k in ('submission', 'first', 'kept', 'last', 'best')}
+    keys = ('submission', 'first', 'kept', 'last', 'best') + (('last_trained',) if rows[0].get('last_trained') else ())
+    out = {k: stats(pct(k)) for k in keys}
     mins = lambda k: round(float(np.mean([r[k] for r in rows])), 1)
     return dict(out, minutes=mins('minutes'), first_minutes=mins('first_minutes'), splits=len(rows))
 
@@ -557,7 +567,9 @@ def bench_splits(dirs:list, # data folders, each with train.csv, test.csv and te
             log(f"{r['split']}: submission {100*r['submission']:.2f}%, "
                 + (f"first member {100*r['first']:.2f}% in {r['first_minutes']} min, " if members > 1 else '') +
                 f"epoch {r['kept_epoch']} kept {100*r['kept']:.2f}%, "
-                f"last {100*r['last']:.2f}%, best epoch {r['best_epoch']} {100*r['best']:.2f}%; {r['minutes']} min")
+                f"last {100*r['last']:.2f}%, "
+                + (f"its weights as trained {100*r['last_trained']:.2f}%, " if r.get('last_trained') else '') +
+                f"best epoch {r['best_epoch']} {100*r['best']:.2f}%; {r['minutes']} min")
     s = split_summary(rows)
     log('  '.join(f"{k}: mean {v['mean']:.2f}%, worst {v['worst']:.2f}%, spread {v['spread']:.2f}" for k, v in s.items()
                   if isinstance(v, dict)) + f"; {s['minutes']} min per split, {s['splits']} splits")

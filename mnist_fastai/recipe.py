@@ -19,6 +19,7 @@ class Recipe:
     bs:int=64 # batch size
     valid_pct:float=0.2 # fraction of train.csv held out for validation
     label_smoothing:float=0. # label-smoothing eps of the loss (0: plain cross-entropy)
+    ema:float=0. # decay of a moving average of the weights, validated and exported in their place (0: off)
     mixed_precision:bool|str|None=None # true/false; a recipe's None: on a GPU only, 'native': also CPUs with bf16 units
     stem_pool:bool=True # the max-pool of the resnet's stem (false: the last block sees 2×2, not 1×1; longer epochs)
     size:int=28 # side of the images the model sees (upscaled per batch above 28)
@@ -33,6 +34,7 @@ class Recipe:
             raise UserError(f"--small_epochs {self.small_epochs}: must be fewer than --epochs {self.epochs}")
         if self.small_epochs and self.size == 28:
             raise UserError(f"--small_epochs {self.small_epochs}: needs a --size above 28 for the later epochs")
+        if not 0 <= self.ema < 1: raise UserError(f"--ema {self.ema:g}: a decay from 0 (off) up to, not including, 1")
 
     def replace(self, **changes) -> 'Recipe':
         "A copy with `changes` made; a change of None leaves that setting as it is."
@@ -47,6 +49,7 @@ def describe(r:Recipe) -> str:
             f"{mp.get(r.mixed_precision, r.mixed_precision)}"
             + (f", {r.size}×{r.size}" if r.size != 28 else '') + (', no stem max-pool' if not r.stem_pool else '')
             + (f", label smoothing {r.label_smoothing:g}" if r.label_smoothing else '')
+            + (f", weights averaged (EMA {r.ema:g})" if r.ema else '')
             + (', TTA' if r.tta else ''))
 
 # %% ../nbs/02b_recipe.ipynb #5eaa91a6

@@ -17,7 +17,8 @@ from .dataloaders import check_gpu
 from .fastdl import digit_dls
 from .recipe import Recipe, RECIPES, pick_recipe
 from .weights import Arch, find_weights
-from .callbacks import KeepBest, kept_row, History, Checkpoint, CPUAutocast, ProgressiveResize, set_rng_state
+from .callbacks import KeepBest, kept_row, History, Checkpoint, CPUAutocast, ProgressiveResize
+from .callbacks import WeightAverage, set_rng_state
 import fcntl, os
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -304,6 +305,7 @@ def run_settings(learn, # from `learner_for`
     if r.label_smoothing: s['label_smoothing'] = r.label_smoothing
     if r.small_epochs: s['small_epochs'] = r.small_epochs
     if not r.stem_pool: s['stem_pool'] = False
+    if r.ema: s['ema'] = r.ema
     return s
 
 # %% ../nbs/03_train.ipynb #cd3f5da0
@@ -330,9 +332,11 @@ def train(images='images', # the PNG tree written by csv2png
     keep = KeepBest(best=ck['best'] if ck else None)
     set_seed(seed)
     plan = train_plan(learn.weights is not None, r.epochs, settings['lr'])
+    last_cbs = ([ProgressiveResize(r.small_epochs)] if r.small_epochs else []) + \
+               ([WeightAverage(r.ema, ck.get('average') if ck and ck['stage'] == len(plan) - 1 else None)]
+                if r.ema else [])
     with cudnn_mode(r.deterministic):
-        rows = fit_stages(learn, plan, hist, keep, models/'last.pth', settings, ck=ck, distributed=dist,
-                          cbs=[ProgressiveResize(r.small_epochs)] if r.small_epochs else [])
+        rows = fit_stages(learn, plan, hist, keep, models/'last.pth', settings, ck=ck, distributed=dist, cbs=last_cbs)
     last = [x for x in rows if x['stage'] == len(plan)]
     learn.kept_row = kept_row([x for x in rows if x['stage'] < len(plan)] + last[r.small_epochs:],
                               len(learn.dls.valid_ds))   # what KeepBest kept

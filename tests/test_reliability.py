@@ -157,6 +157,25 @@ def test_train_sigkill_then_resume(tiny):
     assert run('-m', 'mnist_fastai.predict', '--model', 'm/model.pkl', '--out', 'resumed.csv', cwd=d).returncode == 0
     assert (d/'resumed.csv').read_bytes() == (d/'ref.csv').read_bytes()
 
+def test_resume_with_weight_average(tiny):
+    "With --ema the checkpoint holds the weights as trained and their average: killed and resumed, the run ends as an uninterrupted one."
+    d, args = tiny, ('--epochs', '3', '--bs', '32', '--ema', '0.9')
+    r = run('-m', 'mnist_fastai.train', *args, '--models', 'eref', '--plots', 'peref', cwd=d)
+    assert r.returncode == 0, r.stderr
+    p = popen(KILL_AT, 'rename', 'last.pth', '2', 'mnist_fastai.train', *args, '--models', 'em', '--plots', 'pem', cwd=d)
+    out = p.communicate(timeout=600)
+    assert p.returncode == -signal.SIGKILL, out
+    ck = torch.load(d/'em/last.pth', weights_only=False)
+    assert ck['average']['n'] == 7 and ck['settings']['ema'] == 0.9   # one epoch: 240 images at bs 32, the last part-batch dropped
+    r = run('-m', 'mnist_fastai.train', *args, '--models', 'em', '--plots', 'pem', '--resume', cwd=d)
+    assert r.returncode == 0, r.stderr
+    cut = lambda f: [l.rsplit(',', 1)[0] for l in (d/f).read_text().splitlines()]
+    assert cut('pem/training_log.csv') == cut('peref/training_log.csv')
+    for m, out in (('eref', 'eref.csv'), ('em', 'em.csv')):
+        assert run('-m', 'mnist_fastai.predict', '--model', f'{m}/model.pkl', '--out', out, cwd=d).returncode == 0
+    assert (d/'em.csv').read_bytes() == (d/'eref.csv').read_bytes()
+    assert cut('peref/training_log.csv') != cut('pref/training_log.csv')             # validated on the average, not the weights
+
 def test_resume_refuses_other_settings(tiny):
     d = tiny
     p = popen('-m', 'mnist_fastai.train', '--epochs', '3', '--bs', '32', '--models', 'm2', '--plots', 'p2', cwd=d)
