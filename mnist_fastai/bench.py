@@ -19,7 +19,7 @@ from .fastdl import fast_dls, fast_test_dl, load_cache, digit_dls
 from .submission import read_labels
 from .recipe import Recipe, RECIPES, pick_recipe, describe
 from .callbacks import rng_state, set_rng_state, WeightAverage
-from .train import mnist_learner, train, gpu_precision, cudnn_mode
+from .train import mnist_learner, train, gpu_precision, cudnn_mode, cpu_has_bf16
 from .predict import predict_probs
 import copy, json, os, platform, shutil, tempfile, time
 from multiprocessing import get_context
@@ -189,15 +189,24 @@ def _steps(per_epoch:int, batches:int) -> tuple:
     warm = min(3, per_epoch - 1)
     return max(1, min(batches, per_epoch - warm)), warm
 
+def _compile(model):
+    "torch.compile `model` in place; it compiles in the warm-up steps."
+    model.compile()
+
+def _plain_convs(model):
+    "Undo `small_map_convs`: every convolution `nn.Conv2d` again, for the plain approach's row."
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d): m.__class__ = torch.nn.Conv2d
+
 def fastai_rate(images, in_memory:bool, bs:int=64, batches:int=40, augment:bool=True, device=None, channels_last=None,
-                mixed_precision=None, compile:bool=False, deterministic:bool=False) -> tuple:
+                mixed_precision=None, prepare=None, deterministic:bool=False) -> tuple:
     "Training images/s of fastai's `fit` on `images`, fed from memory (`in_memory`) or by the PNG pipeline."
     dls = digit_dls(images, in_memory, bs=bs, progress=False, log=None)
     learn = mnist_learner(dls, models=Path(images).parent/'models', mixed_precision=mixed_precision,
                           channels_last=channels_last)
     if not augment: learn.dls.train.after_batch.fs = [t for t in learn.dls.train.after_batch.fs if t.split_idx != 0]
     if device is not None: learn.dls.device = torch.device(device); learn.model.to(device)
-    if compile: learn.model.compile()   # torch.compile in place (fastai indexes the model); compiled in the warm-up
+    if prepare: prepare(learn.model)     # e.g. `_compile`, `_plain_convs`: in place, as fastai indexes the model
     n, warm = _steps(len(learn.dls.train), batches)
     clock = StepClock(n, warm)
     with learn.no_bar(), learn.no_logging(), cudnn_mode(deterministic): learn.fit(1, 1e-3, cbs=clock)
@@ -252,7 +261,8 @@ TRAIN_OPTIONS = {'bs 64, fp32': _fp32, 'channels-last': dict(_fp32, channels_las
                  'bf16 + channels-last': dict(mixed_precision='bf16', channels_last=True),
                  'bs 128, fp32': dict(_fp32, bs=128),
                  'bs 128, bf16 + channels-last': dict(bs=128, mixed_precision='bf16', channels_last=True),
-                 '1 torch thread': dict(_fp32, threads=1)}
+                 '1 torch thread': dict(_fp32, threads=1),
+                 'fp32, plain nn.Conv2d (no SmallMapConv2d)': dict(_fp32, prepare=_plain_convs)}
 GPU_OPTIONS = {'fp16 + loss scaling': dict(mixed_precision='fp16', channels_last=False),
                'fp16 + channels-last': dict(mixed_precision='fp16', channels_last=True),
                'bf16 + channels-last, deterministic cuDNN': dict(mixed_precision='bf16', channels_last=True,
@@ -269,7 +279,9 @@ def bench_train_options(images, # a PNG tree
     "Training images/s inside fastai with each of `TRAIN_OPTIONS` (and `torch.compile`), side by side."
     cuda = torch.device(device).type == 'cuda' if device is not None else torch.cuda.is_available()
     opts = dict(TRAIN_OPTIONS, **(GPU_OPTIONS if cuda else {}),
-                **({'torch.compile': dict(compile=True)} if compile else {}))
+                **({'torch.compile': dict(prepare=_compile)} if compile else {}))
+    if not (cuda or cpu_has_bf16()):   # bf16 emulated: tens of times slower than float32, minutes per row
+        opts = {k: v for k, v in opts.items() if v.get('mixed_precision') != 'bf16'}
     best, warm, threads = {}, {}, torch.get_num_threads()
     for r in range(reps):
         for name in (list(opts) if r % 2 == 0 else list(opts)[::-1]):
