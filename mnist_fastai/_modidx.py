@@ -18,7 +18,6 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'mnist_fastai.bench._Until._score_trained': ( 'bench.html#_until._score_trained',
                                                                                   'mnist_fastai/bench.py'),
                                     'mnist_fastai.bench._Until.after_epoch': ('bench.html#_until.after_epoch', 'mnist_fastai/bench.py'),
-                                    'mnist_fastai.bench._compile': ('bench.html#_compile', 'mnist_fastai/bench.py'),
                                     'mnist_fastai.bench._dl_rate': ('bench.html#_dl_rate', 'mnist_fastai/bench.py'),
                                     'mnist_fastai.bench._first': ('bench.html#_first', 'mnist_fastai/bench.py'),
                                     'mnist_fastai.bench._layout': ('bench.html#_layout', 'mnist_fastai/bench.py'),

@@ -189,10 +189,6 @@ def _steps(per_epoch:int, batches:int) -> tuple:
     warm = min(3, per_epoch - 1)
     return max(1, min(batches, per_epoch - warm)), warm
 
-def _compile(model):
-    "torch.compile `model` in place; it compiles in the warm-up steps."
-    model.compile()
-
 def _plain_convs(model):
     "Undo `small_map_convs`: every convolution `nn.Conv2d` again, for the plain approach's row."
     for m in model.modules():
@@ -206,7 +202,7 @@ def fastai_rate(images, in_memory:bool, bs:int=64, batches:int=40, augment:bool=
                           channels_last=channels_last)
     if not augment: learn.dls.train.after_batch.fs = [t for t in learn.dls.train.after_batch.fs if t.split_idx != 0]
     if device is not None: learn.dls.device = torch.device(device); learn.model.to(device)
-    if prepare: prepare(learn.model)     # e.g. `_compile`, `_plain_convs`: in place, as fastai indexes the model
+    if prepare: prepare(learn.model)     # e.g. torch.compile, `_plain_convs`: in place (fastai indexes the model)
     n, warm = _steps(len(learn.dls.train), batches)
     clock = StepClock(n, warm)
     with learn.no_bar(), learn.no_logging(), cudnn_mode(deterministic): learn.fit(1, 1e-3, cbs=clock)
@@ -279,7 +275,7 @@ def bench_train_options(images, # a PNG tree
     "Training images/s inside fastai with each of `TRAIN_OPTIONS` (and `torch.compile`), side by side."
     cuda = torch.device(device).type == 'cuda' if device is not None else torch.cuda.is_available()
     opts = dict(TRAIN_OPTIONS, **(GPU_OPTIONS if cuda else {}),
-                **({'torch.compile': dict(prepare=_compile)} if compile else {}))
+                **({'torch.compile': dict(prepare=torch.nn.Module.compile)} if compile else {}))
     if not (cuda or cpu_has_bf16()):   # bf16 emulated: tens of times slower than float32, minutes per row
         opts = {k: v for k, v in opts.items() if v.get('mixed_precision') != 'bf16'}
     best, warm, threads = {}, {}, torch.get_num_threads()
