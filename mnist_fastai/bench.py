@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 import fastai, torchvision
-from fastai.vision.all import Callback, CancelFitException, default_device
+from fastai.vision.all import Callback, CancelFitException, default_device, Adam
 
 # %% ../nbs/08_bench.ipynb #07d2c6da
 def machine(device=None) -> dict:
@@ -189,10 +189,22 @@ def _steps(per_epoch:int, batches:int) -> tuple:
     warm = min(3, per_epoch - 1)
     return max(1, min(batches, per_epoch - warm)), warm
 
-def _plain_convs(model):
-    "Undo `small_map_convs`: every convolution `nn.Conv2d` again, for the plain approach's row."
-    for m in model.modules():
+def _plain_convs(learn):
+    "Undo `small_map_convs`: every convolution `nn.Conv2d` again, for the plain approach's rows."
+    for m in learn.model.modules():
         if isinstance(m, torch.nn.Conv2d): m.__class__ = torch.nn.Conv2d
+
+def _fastai_adam(learn):
+    "fastai's own `Adam` in place of `fused_adam`, for the plain approach's rows."
+    learn.opt_func, learn.opt = Adam, None      # made anew when the fit starts
+
+def _plain(learn):
+    "The plain approach: `nn.Conv2d` and fastai's own `Adam`."
+    _plain_convs(learn); _fastai_adam(learn)
+
+def _compiled(learn):
+    "The model compiled by `torch.compile` (inductor), in place: fastai indexes the model."
+    learn.model.compile()
 
 def fastai_rate(images, in_memory:bool, bs:int=64, batches:int=40, augment:bool=True, device=None, channels_last=None,
                 mixed_precision=None, prepare=None, deterministic:bool=False) -> tuple:
@@ -202,7 +214,7 @@ def fastai_rate(images, in_memory:bool, bs:int=64, batches:int=40, augment:bool=
                           channels_last=channels_last)
     if not augment: learn.dls.train.after_batch.fs = [t for t in learn.dls.train.after_batch.fs if t.split_idx != 0]
     if device is not None: learn.dls.device = torch.device(device); learn.model.to(device)
-    if prepare: prepare(learn.model)     # e.g. torch.compile, `_plain_convs`: in place (fastai indexes the model)
+    if prepare: prepare(learn)           # e.g. `_compiled`, `_plain`: before the optimiser is made
     n, warm = _steps(len(learn.dls.train), batches)
     clock = StepClock(n, warm)
     with learn.no_bar(), learn.no_logging(), cudnn_mode(deterministic): learn.fit(1, 1e-3, cbs=clock)
@@ -258,7 +270,10 @@ TRAIN_OPTIONS = {'bs 64, fp32': _fp32, 'channels-last': dict(_fp32, channels_las
                  'bs 128, fp32': dict(_fp32, bs=128),
                  'bs 128, bf16 + channels-last': dict(bs=128, mixed_precision='bf16', channels_last=True),
                  '1 torch thread': dict(_fp32, threads=1),
-                 'fp32, plain nn.Conv2d (no SmallMapConv2d)': dict(_fp32, prepare=_plain_convs)}
+                 'fp32, plain nn.Conv2d (no SmallMapConv2d)': dict(_fp32, prepare=_plain_convs),
+                 "fp32, fastai's Adam (no fused_adam)": dict(_fp32, prepare=_fastai_adam),
+                 "bs 128, bf16 + channels-last, nn.Conv2d and fastai's Adam": dict(bs=128, mixed_precision='bf16',
+                                                                                    channels_last=True, prepare=_plain)}
 GPU_OPTIONS = {'fp16 + loss scaling': dict(mixed_precision='fp16', channels_last=False),
                'fp16 + channels-last': dict(mixed_precision='fp16', channels_last=True),
                'bf16 + channels-last, deterministic cuDNN': dict(mixed_precision='bf16', channels_last=True,
@@ -275,7 +290,7 @@ def bench_train_options(images, # a PNG tree
     "Training images/s inside fastai with each of `TRAIN_OPTIONS` (and `torch.compile`), side by side."
     cuda = torch.device(device).type == 'cuda' if device is not None else torch.cuda.is_available()
     opts = dict(TRAIN_OPTIONS, **(GPU_OPTIONS if cuda else {}),
-                **({'torch.compile': dict(prepare=torch.nn.Module.compile)} if compile else {}))
+                **({'torch.compile': dict(prepare=_compiled)} if compile else {}))
     if not (cuda or cpu_has_bf16()):   # bf16 emulated: tens of times slower than float32, minutes per row
         opts = {k: v for k, v in opts.items() if v.get('mixed_precision') != 'bf16'}
     best, warm, threads = {}, {}, torch.get_num_threads()
@@ -526,7 +541,6 @@ def split_row(f:DataFolder, # a data folder with held-out answers
               work:Path, # scratch folder for its PNG tree
               recipe:Recipe|str|None=None, # the recipe (default: the one the pipeline picks for `f`)
               changes:dict|None=None, # settings that win over the recipe's
-              members:int=1, # models averaged into the submission (seeds 42, 43, ...)
              ) -> dict:
     "One split's whole job, timed: what the submission scored, and the held-out accuracy after every epoch."
     t0 = time.time()
@@ -534,11 +548,11 @@ def split_row(f:DataFolder, # a data folder with held-out answers
     png_s = time.time() - t0
     name, r = pick_recipe(recipe, f.train_rows)
     r, labels = r.replace(**(changes or {})), f.labels()
-    runs = [timed_run(work/'images', r, labels, seed=42 + i, per_epoch=i == 0) for i in range(members)]
+    runs = [timed_run(work/'images', r, labels, seed=42 + i, per_epoch=i == 0) for i in range(r.ensemble)]
     curve, probs = runs[0]['curve'], sum(x['probs'] for x in runs)
     kept = curve[runs[0]['kept_epoch'] - 1]
     score = lambda p: float((p.argmax(1) == labels).mean())
-    return dict(split=str(f.path), recipe=name, describe=describe(r) + (f', {members} members' if members > 1 else ''),
+    return dict(split=str(f.path), recipe=name, describe=describe(r), members=r.ensemble,
                 submission=score(probs), first=score(runs[0]['probs']), kept_epoch=kept['epoch'], kept=kept['held_out'],
                 last=curve[-1]['held_out'], last_trained=curve[-1].get('held_out_trained'),
                 best_epoch=max(curve, key=lambda c: c['held_out'])['epoch'], best=max(c['held_out'] for c in curve),
@@ -561,7 +575,6 @@ def bench_splits(dirs:list, # data folders, each with train.csv, test.csv and te
                  out='bench/results', # folder for the JSON
                  recipe:Recipe|str|None=None, # a recipe or its name (default: the pipeline's for each folder)
                  changes:dict|None=None, # settings that win over the recipe's
-                 members:int=1, # models averaged into each submission
                  log=print, # where the table goes
                 ) -> dict:
     "The whole job on each split; print a row per split and the mean, worst and spread; write the JSON."
@@ -570,10 +583,10 @@ def bench_splits(dirs:list, # data folders, each with train.csv, test.csv and te
         for i, d in enumerate(dirs):
             f = find_data(d, log=lambda *a: None)
             if f.answers is None: raise DataError(f"{d}: no test_labels.csv that belongs to its test.csv")
-            rows.append(split_row(f, Path(work)/str(i), recipe, changes, members))
+            rows.append(split_row(f, Path(work)/str(i), recipe, changes))
             r = rows[-1]
             log(f"{r['split']}: submission {100*r['submission']:.2f}%, "
-                + (f"first member {100*r['first']:.2f}% in {r['first_minutes']} min, " if members > 1 else '') +
+                + (f"first model {100*r['first']:.2f}% in {r['first_minutes']} min, " if r['members'] > 1 else '') +
                 f"epoch {r['kept_epoch']} kept {100*r['kept']:.2f}%, "
                 f"last {100*r['last']:.2f}%, "
                 + (f"its weights as trained {100*r['last_trained']:.2f}%, " if r.get('last_trained') else '') +
@@ -602,9 +615,8 @@ def main(data:str='data', # folder with train.csv and test.csv (full size: pytho
          splits:Param(nargs='+')=None, # instead: the whole job on each of these data folders; mean, worst, spread
          recipe:Param(choices=list(RECIPES))=None, # with --splits: the recipe (default: the pipeline's for each)
          changes:Flags(Recipe, hide=('in_memory',), named=RECIPES)=None, # with --splits: the recipe's settings
-         ensemble:int=1, # with --splits: models averaged into each submission, as pipeline --ensemble
         ):
     "Benchmark every step against the plain approach, side by side; print one table and write JSON."
     if threads: torch.set_num_threads(threads)
-    if splits: return bench_splits(splits, out, recipe, changes, ensemble)
+    if splits: return bench_splits(splits, out, recipe, changes)
     run_bench(data, out, work, full, quick, reps, settle, options or compile, compile)

@@ -8,7 +8,7 @@ __all__ = ['read_png', 'split_files', 'fingerprint', 'cache_path', 'DigitCache',
 
 # %% ../nbs/02a_fastdl.ipynb #d277edee
 from .core import DataError, atomic_open
-from .dataloaders import VOCAB, MNIST_STATS, train_files, test_files, digit_tfms, Upscale, mnist_dls
+from .dataloaders import VOCAB, MNIST_STATS, train_files, test_files, augmentations, Upscale, mnist_dls
 import hashlib, inspect, os, struct, time, zlib
 from types import SimpleNamespace
 from pathlib import Path
@@ -203,7 +203,7 @@ def fast_dls(images='images', # the PNG tree written by csv2png
     dsets = Datasets(L(range(len(c))), [[ReadDigit(c)], [DigitLabel(c), Categorize(vocab=VOCAB)]], splits=splits)
     stats = MNIST_STATS if a.channels == 1 else imagenet_stats
     tfms = ([IntToFloatTensor()] + ([ToRGB()] if a.channels == 3 else []) + ([Upscale(a.size)] if a.size != 28 else [])
-            + (digit_tfms() if a.augment else []))
+            + augmentations(a.augment))
     dls = dsets.dataloaders(bs=a.bs, dl_type=MemDL, device=device, after_batch=tfms + [Normalize.from_stats(*stats)])
     return MemDataLoaders(*dls.loaders, path=images, device=device)
 

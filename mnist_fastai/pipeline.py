@@ -87,7 +87,7 @@ def predict_members(files:list, # the exported learners
 def pipeline(data='data', # folder with the competition CSVs (the built-in sample goes here if it has no train.csv)
              recipe:Recipe|str|None=None, # a `Recipe`, a name in `RECIPES`, or None: by the size of train.csv
              changes:dict|None=None, # settings that win over the recipe's, e.g. `dict(epochs=3)`
-             seeds:list=(42,), # one model per seed; several: an ensemble, their probabilities averaged
+             seed:int=42, # the first model's seed (a recipe's `ensemble` of N: seeds seed..seed+N-1, averaged)
              weights=None, # True: require ImageNet weights; False: from scratch; None: use them if they can be had
              images='images', # folder for the PNG tree and the plots
              models='models', # folder for the checkpoint and the exported learner
@@ -101,10 +101,11 @@ def pipeline(data='data', # folder with the competition CSVs (the built-in sampl
     name, r = pick_recipe(recipe, folder.train_rows)
     r = r.replace(**(changes or {}))
     _step(log)(f"recipe '{name}': {describe(r)}")
+    seeds = list(range(seed, seed + r.ensemble))
     log(f"[2/4] csv2png: {folder.path} -> {images}")
     for x in csv2png(folder, dest=images, progress=progress): _step(log)(summary(x))
-    files = train_members(images, r, list(seeds), weights, models, log, progress)
-    record = dict(asdict(r), recipe=name, seed=list(seeds))
+    files = train_members(images, r, seeds, weights, models, log, progress)
+    record = dict(asdict(r), recipe=name, seed=seeds)
     res = predict_members(files, images, out, folder.labels(), record, r.tta, r.in_memory, log)
     res['total_seconds'] = round(time.time() - t0, 1)
     log(f"done in {res['total_seconds']:.0f}s: {out}" +
@@ -120,14 +121,12 @@ def main(data:str='data', # folder with train.csv/test.csv (built-in sample writ
          out:str='submissions/submission.csv', # the submission file
          recipe:Param(choices=list(RECIPES))=None, # base settings (default: full for 20 000+ train rows, else sample)
          changes:Flags(Recipe, hide=('in_memory',), named=RECIPES)=None, # the recipe's settings, one flag each
-         seed:int=42, # random seed
-         ensemble:int=1, # train N models with seeds seed..seed+N-1 and average their probabilities
+         seed:int=42, # random seed (the first model's, with --ensemble N: seed..seed+N-1)
          pretrained:bool=False, # require ImageNet weights
          scratch:bool=False, # never use pretrained weights
          png:bool=False, # read PNGs through fastai's PNG pipeline instead of the in-memory cache
          progress:bool=True, # progress bars
         ):
     "Run the whole competition pipeline: CSVs, PNGs, training, prediction, a checked submission."
-    if ensemble < 1: raise UserError(f"--ensemble {ensemble}: needs at least one model")
-    pipeline(data, recipe, dict(changes or {}, in_memory=False if png else None), list(range(seed, seed + ensemble)),
+    pipeline(data, recipe, dict(changes or {}, in_memory=False if png else None), seed,
              pretrained_flag(pretrained, scratch), images, models, out, progress=progress)

@@ -45,21 +45,21 @@ def load_model(fname='models/model.pkl', # a learner exported by `mnist_fastai.t
 # %% ../nbs/04_predict.ipynb #dc7b63cb
 def predict_probs(learn, # a trained fastai `Learner`
                   source='images', # the PNG tree (uses `test/`), or a test CSV file
-                  tta:bool=False, # test-time augmentation
+                  tta:bool=False, # test-time augmentation: 8 augmented passes (no elastic bending), with the plain one
                   bs:int=256, # batch size
                   in_memory:bool=True, # from a PNG tree: batches from the in-memory cache (else fastai's PNG pipeline)
                   log=None, # where the line about building the test cache goes
                  ) -> np.ndarray:
     "Class probabilities `(n, 10)` for the test images in `source`, in ImageId order."
     import torch
-    from mnist_fastai.dataloaders import test_files
+    from mnist_fastai.dataloaders import test_files, without_elastic
     from mnist_fastai.fastdl import fast_test_dl
     src = Path(source)
     if src.is_dir() and in_memory:
         ch = next(m for m in learn.model.modules() if isinstance(m, torch.nn.Conv2d)).in_channels
         dl = fast_test_dl(learn.dls, images=src, bs=bs, channels=ch, progress=False, log=log)
     else: dl = learn.dls.test_dl(test_files(src) if src.is_dir() else list(read_csv(src, kind='test')[0]), bs=bs)
-    probs = learn.tta(dl=dl)[0] if tta else learn.get_preds(dl=dl)[0]
+    probs = learn.tta(dl=without_elastic(dl), n=8)[0] if tta else learn.get_preds(dl=dl)[0]
     return probs.float().numpy()
 
 # %% ../nbs/04_predict.ipynb #3a91c7e0

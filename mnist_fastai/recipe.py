@@ -19,12 +19,14 @@ class Recipe:
     bs:int=64 # batch size
     valid_pct:float=0.2 # fraction of train.csv held out for validation
     label_smoothing:float=0. # label-smoothing eps of the loss (0: plain cross-entropy)
+    elastic:float=0. # elastic distortion in training: control points moved up to this many pixels (0: none)
     ema:float=0. # decay of a moving average of the weights, validated and exported in their place (0: off)
     mixed_precision:bool|str|None=None # true/false; a recipe's None: on a GPU only, 'native': also CPUs with bf16 units
     stem_pool:bool=True # the max-pool of the resnet's stem (false: the last block sees 2×2, not 1×1; longer epochs)
     size:int=28 # side of the images the model sees (upscaled per batch above 28)
     small_epochs:int=0 # progressive resizing: the first N epochs at 28x28, the rest at --size
     tta:bool=False # test-time augmentation when predicting
+    ensemble:int=1 # models averaged into the submission, trained with seeds seed, seed+1, ... (pipeline, bench)
     in_memory:bool=True # batches from the in-memory cache (else fastai's PNG pipeline)
     channels_last:bool|None=None # channels-last memory format (default: on a GPU, or with mixed precision)
     deterministic:bool=False # on a GPU, deterministic cuDNN kernels (slower; the CPU is always reproducible)
@@ -35,6 +37,8 @@ class Recipe:
         if self.small_epochs and self.size == 28:
             raise UserError(f"--small_epochs {self.small_epochs}: needs a --size above 28 for the later epochs")
         if not 0 <= self.ema < 1: raise UserError(f"--ema {self.ema:g}: a decay from 0 (off) up to, not including, 1")
+        if self.elastic < 0: raise UserError(f"--elastic {self.elastic:g}: a distance in pixels, 0 or more")
+        if self.ensemble < 1: raise UserError(f"--ensemble {self.ensemble}: needs at least one model")
 
     def replace(self, **changes) -> 'Recipe':
         "A copy with `changes` made; a change of None leaves that setting as it is."
@@ -49,12 +53,13 @@ def describe(r:Recipe) -> str:
             f"{mp.get(r.mixed_precision, r.mixed_precision)}"
             + (f", {r.size}×{r.size}" if r.size != 28 else '') + (', no stem max-pool' if not r.stem_pool else '')
             + (f", label smoothing {r.label_smoothing:g}" if r.label_smoothing else '')
+            + (f", elastic {r.elastic:g} px" if r.elastic else '')
             + (f", weights averaged (EMA {r.ema:g})" if r.ema else '')
-            + (', TTA' if r.tta else ''))
+            + (', TTA' if r.tta else '') + (f", {r.ensemble} models averaged" if r.ensemble > 1 else ''))
 
 # %% ../nbs/02b_recipe.ipynb #5eaa91a6
 RECIPES = {'sample': Recipe(),
-           'full': Recipe(epochs=14, bs=128, valid_pct=0.1, mixed_precision='native', tta=True)}
+           'full': Recipe(epochs=24, bs=128, valid_pct=0.1, elastic=1.5, mixed_precision='native', tta=True)}
 FULL_ROWS = 20_000
 
 # %% ../nbs/02b_recipe.ipynb #9faeab25

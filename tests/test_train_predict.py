@@ -32,6 +32,47 @@ def test_train_outputs(project):
     assert log[0] == 'epoch,stage,train_loss,valid_loss,accuracy,seconds' and len(log) == 2
     assert not list((project/'models').glob('.*'))       # no temp files left
 
+def test_fast_path_computes_as_the_plain_one(project, tmp_path):
+    "SmallMapConv2d and fused_adam change how a step is computed, not what: on a real batch the whole resnet gives nn.Conv2d's outputs and gradients, and a real fit with fused_adam has the losses of one with fastai's Adam (float32, to rounding)."
+    import copy
+    from fastai.vision.all import set_seed, Adam
+    from mnist_fastai.fastdl import digit_dls
+    from mnist_fastai.train import mnist_learner
+    from mnist_fastai.fastops import fused_adam, SmallMapConv2d
+    dls = digit_dls(project/'images', bs=32, progress=False, log=None)
+    set_seed(42)
+    learn = mnist_learner(dls, models=tmp_path, mixed_precision=False)
+    assert learn.opt_func is fused_adam
+    small = [m for m in learn.model.modules() if type(m) is SmallMapConv2d]
+    assert len(small) == 20                                     # every convolution of resnet18
+    plain = copy.deepcopy(learn.model)
+    for m in plain.modules():
+        if isinstance(m, torch.nn.Conv2d): m.__class__ = torch.nn.Conv2d
+    xb, yb = (torch.Tensor(t) for t in dls.one_batch())     # plain tensors: fastai's types dispatch the loss
+    grads = []
+    for m in (learn.model, plain):
+        m.train(); m.zero_grad(); torch.manual_seed(0)           # the same dropout masks in the head
+        out = m(xb); torch.nn.functional.cross_entropy(out, yb).backward()
+        grads.append((out.detach(), [p.grad.clone() for p in m.parameters()]))
+    (o1, g1), (o2, g2) = grads
+    torch.testing.assert_close(o1, o2, rtol=1e-4, atol=1e-4)
+    for a, b in zip(g1, g2): torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+    runs = []
+    for opt in (fused_adam, Adam):                              # only the optimiser differs between the two fits
+        set_seed(42)
+        lr = mnist_learner(digit_dls(project/'images', bs=32, progress=False, log=None), models=tmp_path,
+                           mixed_precision=False)
+        lr.opt_func = opt
+        with lr.no_bar(), lr.no_logging(): lr.fit_one_cycle(1, 1e-3)
+        runs.append(lr)
+    fast, slow = runs
+    assert type(fast.opt).__name__ == 'FusedAdam' and type(slow.opt).__name__ == 'Optimizer'
+    # the two steps agree to float32's rounding (02e_fastops); Adam's normalised steps let that grow through a fit
+    # (5e-4 of the loss after 7 steps here), far below what a change of the update would move (the first step's 4%)
+    np.testing.assert_allclose([float(l) for l in fast.recorder.losses], [float(l) for l in slow.recorder.losses],
+                               rtol=2e-3)
+    assert fast.opt.state[next(fast.model.parameters())]['step'].item() == len(fast.recorder.losses)
+
 def test_train_errors(project, tmp_path):
     assert_one_line_error(run('-m', 'mnist_fastai.train', '--pretrained', '--epochs', '1', cwd=project),
                           '--pretrained: no ImageNet weights for resnet18', 'resnet18-f37072fd.pth')
@@ -170,13 +211,16 @@ def test_pipeline_full_recipe(tmp_path):
     make_sample(tmp_path/'data', n_test=100, n_train=600)
     r = run('-m', 'mnist_fastai.pipeline', '--recipe', 'full', '--epochs', '1', '--tta', 'false', '--label_smoothing', '0.1', cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "recipe 'full': 1 epochs, bs 128, 10% validation, bfloat16 where native, label smoothing 0.1" in r.stdout
+    assert "recipe 'full': 1 epochs, bs 128, 10% validation, bfloat16 where native, label smoothing 0.1, elastic 1.5 px" in r.stdout
     assert 'TTA' not in r.stdout.split("recipe 'full'")[1].splitlines()[0]
     assert f'on {device_words(cpu_mixed=cpu_has_bf16())}: 540 train / 60 valid images, bs 128' in r.stdout
     settings = json.loads(pd.read_csv(tmp_path/'submissions/scores.csv')['settings'].iloc[-1])
-    assert (settings['recipe'], settings['tta'], settings['label_smoothing'], settings['valid_pct']) == ('full', False, 0.1, 0.1)
+    assert (settings['recipe'], settings['tta'], settings['label_smoothing'], settings['valid_pct'], settings['elastic']) \
+           == ('full', False, 0.1, 0.1, 1.5)
     learn = load_learner(tmp_path/'models/model.pkl')
     assert type(learn.loss_func).__name__ == 'LabelSmoothingCrossEntropyFlat' and learn.loss_func.func.eps == 0.1
+    bend = [f for t in learn.dls.train.after_batch.fs for f in getattr(t, 'coord_fs', [])]
+    assert [(type(f).__name__, f.magnitude) for f in bend] == [('ElasticCoord', 1.5)]   # the recipe's bending trained it
 
 def test_pipeline_errors(tmp_path):
     (tmp_path/'data').mkdir(); (tmp_path/'data/test.csv').write_text('pixel0\n1\n')
