@@ -299,6 +299,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'mnist_fastai.fastops._fusable': ('fastops.html#_fusable', 'mnist_fastai/fastops.py'),
                                       'mnist_fastai.fastops.fused_adam': ('fastops.html#fused_adam', 'mnist_fastai/fastops.py'),
                                       'mnist_fastai.fastops.patch_matmul': ('fastops.html#patch_matmul', 'mnist_fastai/fastops.py'),
+                                      'mnist_fastai.fastops.plain_convs': ('fastops.html#plain_convs', 'mnist_fastai/fastops.py'),
                                       'mnist_fastai.fastops.small_map_convs': ('fastops.html#small_map_convs', 'mnist_fastai/fastops.py')},
             'mnist_fastai.folder': { 'mnist_fastai.folder.DataFolder': ('folder.html#datafolder', 'mnist_fastai/folder.py'),
                                      'mnist_fastai.folder.DataFolder.labels': ('folder.html#datafolder.labels', 'mnist_fastai/folder.py'),

@@ -20,6 +20,7 @@ from .submission import read_labels
 from .recipe import Recipe, RECIPES, pick_recipe, describe
 from .callbacks import rng_state, set_rng_state, WeightAverage
 from .train import mnist_learner, train, gpu_precision, cudnn_mode, cpu_has_bf16
+from .fastops import plain_convs
 from .predict import predict_probs
 import copy, json, os, platform, shutil, tempfile, time
 from multiprocessing import get_context
@@ -190,9 +191,8 @@ def _steps(per_epoch:int, batches:int) -> tuple:
     return max(1, min(batches, per_epoch - warm)), warm
 
 def _plain_convs(learn):
-    "Undo `small_map_convs`: every convolution `nn.Conv2d` again, for the plain approach's rows."
-    for m in learn.model.modules():
-        if isinstance(m, torch.nn.Conv2d): m.__class__ = torch.nn.Conv2d
+    "Every convolution `nn.Conv2d` again (`plain_convs`), for the plain approach's rows."
+    plain_convs(learn.model)
 
 def _fastai_adam(learn):
     "fastai's own `Adam` in place of `fused_adam`, for the plain approach's rows."

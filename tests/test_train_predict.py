@@ -38,16 +38,15 @@ def test_fast_path_computes_as_the_plain_one(project, tmp_path):
     from fastai.vision.all import set_seed, Adam
     from mnist_fastai.fastdl import digit_dls
     from mnist_fastai.train import mnist_learner
-    from mnist_fastai.fastops import fused_adam, SmallMapConv2d
+    from mnist_fastai.fastops import fused_adam, SmallMapConv2d, plain_convs
     dls = digit_dls(project/'images', bs=32, progress=False, log=None)
     set_seed(42)
     learn = mnist_learner(dls, models=tmp_path, mixed_precision=False)
     assert learn.opt_func is fused_adam
     small = [m for m in learn.model.modules() if type(m) is SmallMapConv2d]
     assert len(small) == 20                                     # every convolution of resnet18
-    plain = copy.deepcopy(learn.model)
-    for m in plain.modules():
-        if isinstance(m, torch.nn.Conv2d): m.__class__ = torch.nn.Conv2d
+    plain = plain_convs(copy.deepcopy(learn.model))
+    assert not any(type(m) is SmallMapConv2d for m in plain.modules())
     xb, yb = (torch.Tensor(t) for t in dls.one_batch())     # plain tensors: fastai's types dispatch the loss
     grads = []
     for m in (learn.model, plain):
