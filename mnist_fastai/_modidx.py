@@ -297,6 +297,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                       'mnist_fastai.fastops._channels_last': ('fastops.html#_channels_last', 'mnist_fastai/fastops.py'),
                                       'mnist_fastai.fastops._flat': ('fastops.html#_flat', 'mnist_fastai/fastops.py'),
                                       'mnist_fastai.fastops._fusable': ('fastops.html#_fusable', 'mnist_fastai/fastops.py'),
+                                      'mnist_fastai.fastops._out_hw': ('fastops.html#_out_hw', 'mnist_fastai/fastops.py'),
                                       'mnist_fastai.fastops.fused_adam': ('fastops.html#fused_adam', 'mnist_fastai/fastops.py'),
                                       'mnist_fastai.fastops.patch_matmul': ('fastops.html#patch_matmul', 'mnist_fastai/fastops.py'),
                                       'mnist_fastai.fastops.plain_convs': ('fastops.html#plain_convs', 'mnist_fastai/fastops.py'),

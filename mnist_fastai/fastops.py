@@ -32,6 +32,12 @@ def _channels_last(t) -> bool|None:
     cl, cf = t.is_contiguous(memory_format=torch.channels_last), t.is_contiguous()
     return None if cl == cf else cl
 
+# %% ../nbs/02e_fastops.ipynb #f0oh0001
+def _out_hw(h:int, w:int, kernel:tuple, padding:tuple, stride:tuple) -> tuple:
+    "Height and width of a convolution's output on an `h`×`w` map."
+    (kh, kw), (ph, pw), (sh, sw) = kernel, padding, stride
+    return (h + 2*ph - kh)//sh + 1, (w + 2*pw - kw)//sw + 1
+
 # %% ../nbs/02e_fastops.ipynb #f0cc462c
 def patch_matmul(x, # input, N×C×H×W
                  w, # weights, O×C×kh×kw
@@ -41,7 +47,7 @@ def patch_matmul(x, # input, N×C×H×W
                 ):
     "`F.conv2d(x, w, b, stride, padding)` computed as one matrix product over the patches of `x`."
     (n, c, h, wd), (o, _, kh, kw), (sh, sw), (ph, pw) = x.shape, w.shape, stride, padding
-    ho, wo = (h + 2*ph - kh)//sh + 1, (wd + 2*pw - kw)//sw + 1
+    ho, wo = _out_hw(h, wd, (kh, kw), padding, stride)
     last = _channels_last(x)
     if last is None: last = bool(_channels_last(w))          # a 1×1 map: the kernel's layout decides
     if ho == wo == 1:                                # one output pixel: only the taps that meet the input
@@ -64,8 +70,7 @@ class SmallMapConv2d(torch.nn.Conv2d):
     def forward(self, x):
         if (isinstance(self.padding, str) or self.dilation != (1, 1) or self.padding_mode != 'zeros'
             or self.groups != 1 or x.dim() != 4): return super().forward(x)
-        (h, w), (kh, kw), (ph, pw), (sh, sw) = x.shape[-2:], self.kernel_size, self.padding, self.stride
-        ho, wo = (h + 2*ph - kh)//sh + 1, (w + 2*pw - kw)//sw + 1
+        ho, wo = _out_hw(*x.shape[-2:], self.kernel_size, self.padding, self.stride)
         if ho < 1 or wo < 1 or ho*wo > self.max_pixels: return super().forward(x)   # (too small: nn.Conv2d's error)
         return patch_matmul(x, self.weight, self.bias, self.stride, self.padding)
 
