@@ -338,8 +338,9 @@ class _Until(Callback):
     def __init__(self, t0, test_dl=None, labels=None):
         self.t0, self.test_dl, self.labels, self.paused, self.curve = t0, test_dl, labels, 0., []
     def after_epoch(self):
+        v = self.recorder.values[-1][-1]                 # None: no validation set
         row = dict(epoch=len(self.curve) + 1, seconds=round(time.time() - self.t0 - self.paused, 1),
-                   valid=float(self.recorder.values[-1][-1]))
+                   **({} if v is None else dict(valid=float(v))))
         if self.test_dl is not None:
             t, st = time.time(), rng_state(self.learn)   # scoring must not change the run: the same draws as without it
             row['held_out'] = held_out_accuracy(self.model, self.test_dl, self.labels)
@@ -408,7 +409,7 @@ def time_to_accuracy(images, # the PNG tree, with test images when `labels` are 
             + (', bf16' if run['settings'].get('cpu_bf16') else ''))
     rows = []
     for key, name in [('valid', 'validation'), ('held_out', 'held out')]:
-        if key == 'held_out' and labels is None: continue
+        if (key == 'held_out' and labels is None) or not any(key in c for c in run['curve']): continue
         h = _first(run['curve'], key, target)
         if h is None and key == 'held_out' and final['held_out'] >= target: h = dict(final, epoch='final')
         best = max([c[key] for c in run['curve']] + ([final['held_out']] if key == 'held_out' else []))

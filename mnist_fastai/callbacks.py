@@ -42,7 +42,8 @@ def kept_row(rows:list, # the epochs that may be kept, in order, each a dict wit
              n:int, # validation images
              z:float=2., # standard errors an earlier epoch must win by (`noise`)
             ) -> dict:
-    "The epoch to keep: the last, unless the best earlier one beat it by more than `noise`."
+    "The epoch to keep: the last, unless the best earlier one beat it by more than `noise` (no validation: the last)."
+    if not n: return rows[-1]
     best, last = max(rows, key=lambda r: r['accuracy']), rows[-1]   # `max`: the first of equals
     return best if clearly_better(best['accuracy'], last['accuracy'], n, z) else last
 
@@ -63,7 +64,7 @@ class KeepBest(SaveModelCallback):
         elif prev is not None: self.best = prev      # ...but a later stage must beat what is already saved
         self.last = None
     def after_epoch(self):                           # as SaveModelCallback, without a print per better epoch
-        if self.epoch < max(self.skip, self.first): return
+        if self.epoch < max(self.skip, self.first) or not len(self.dls.valid_ds): return   # no validation: the last
         TrackerCallback.after_epoch(self)
         self.last = self.recorder.values[-1][self.idx]
         if self.new_best: self._save(self.fname)
@@ -93,12 +94,13 @@ class History(_Resumable):
         if self.fname and not rank_distrib(): self.save(self.fname)
         if self.log: self.log('  '.join(f'{k} {v:.1f}' if k == 'seconds' else
                                         f'{k} {v:.4f}' if isinstance(v, float) else f'{k} {v}'
-                                        for k, v in self.rows[-1].items()))
+                                        for k, v in self.rows[-1].items() if v is not None))   # None: no validation
     def save(self, fname):
         "Write the log as CSV, atomically."
         cols = list(self.rows[0])
         with atomic_open(fname, 'w') as f:
-            f.write(','.join(cols) + '\n' + ''.join(','.join(f'{r[c]:.6g}' if isinstance(r[c], float) else str(r[c])
+            f.write(','.join(cols) + '\n' + ''.join(','.join(f'{r[c]:.6g}' if isinstance(r[c], float) else
+                                                             '' if r[c] is None else str(r[c])
                                                              for c in cols) + '\n' for r in self.rows))
 
 # %% ../nbs/02d_callbacks.ipynb #wavg0002

@@ -17,7 +17,7 @@ class Recipe:
     epochs:int=8 # epochs (after the frozen one when fine-tuning)
     lr:float|None=None # learning rate (None: 2e-3 fine-tuning, 3e-3 from scratch)
     bs:int=64 # batch size
-    valid_pct:float=0.2 # fraction of train.csv held out for validation
+    valid_pct:float=0.2 # fraction of train.csv held out for validation (0: train on all of it, keep the last epoch)
     label_smoothing:float=0. # label-smoothing eps of the loss (0: plain cross-entropy)
     elastic:float=0. # elastic distortion in training: control points moved up to this many pixels (0: none)
     ema:float=0. # decay of a moving average of the weights, validated and exported in their place (0: off)
@@ -39,6 +39,9 @@ class Recipe:
         if not 0 <= self.ema < 1: raise UserError(f"--ema {self.ema:g}: a decay from 0 (off) up to, not including, 1")
         if self.elastic < 0: raise UserError(f"--elastic {self.elastic:g}: a distance in pixels, 0 or more")
         if self.ensemble < 1: raise UserError(f"--ensemble {self.ensemble}: needs at least one model")
+        if not 0 <= self.valid_pct < 1:
+            raise UserError(f"--valid_pct {self.valid_pct:g}: a fraction from 0 (no validation set) up to, "
+                            "not including, 1")
 
     def replace(self, **changes) -> 'Recipe':
         "A copy with `changes` made; a change of None leaves that setting as it is."
@@ -49,8 +52,9 @@ def describe(r:Recipe) -> str:
     "One line for the log: the settings that make the recipe."
     mp = {None: 'float32 (mixed precision on a GPU)', 'native': 'bfloat16 where native', True: 'bfloat16',
           False: 'float32'}
-    return (f"{r.epochs} epochs, bs {r.bs}, {100*r.valid_pct:g}% validation, "
-            f"{mp.get(r.mixed_precision, r.mixed_precision)}"
+    return (f"{r.epochs} epochs, bs {r.bs}, "
+            + (f"{100*r.valid_pct:g}% validation, " if r.valid_pct else "no validation set, ")
+            + f"{mp.get(r.mixed_precision, r.mixed_precision)}"
             + (f", {r.size}×{r.size}" if r.size != 28 else '') + (', no stem max-pool' if not r.stem_pool else '')
             + (f", label smoothing {r.label_smoothing:g}" if r.label_smoothing else '')
             + (f", elastic {r.elastic:g} px" if r.elastic else '')

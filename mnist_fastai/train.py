@@ -131,15 +131,17 @@ def train_plan(pretrained:bool, # fine-tune pretrained weights, or train from sc
 def plot_history(rows:list, # `History.rows`
                  fname=None, # save the figure here (atomically) if given
                 ):
-    "Plot losses and accuracy per epoch."
+    "Plot losses and accuracy per epoch (the training loss alone for a run without a validation set)."
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.5))
-    ep = [r['epoch'] for r in rows]
-    a1.plot(ep, [r['train_loss'] for r in rows], 'o-', label='train loss')
-    a1.plot(ep, [r['valid_loss'] for r in rows], 'o-', label='valid loss')
+    val = [r for r in rows if r.get('accuracy') is not None and r['accuracy'] == r['accuracy']]   # NaN: CSV's blank
+    a1.plot([r['epoch'] for r in rows], [r['train_loss'] for r in rows], 'o-', label='train loss')
+    if val: a1.plot([r['epoch'] for r in val], [r['valid_loss'] for r in val], 'o-', label='valid loss')
     a1.set_xlabel('epoch'); a1.set_yscale('log'); a1.legend(); a1.set_title('loss')
-    a2.plot(ep, [100*r['accuracy'] for r in rows], 'o-', color='C2')
-    a2.set_xlabel('epoch'); a2.set_ylabel('%')
-    a2.set_title(f"validation accuracy (best {100*max(r['accuracy'] for r in rows):.2f}%)")
+    if val:
+        a2.plot([r['epoch'] for r in val], [100*r['accuracy'] for r in val], 'o-', color='C2')
+        a2.set_xlabel('epoch'); a2.set_ylabel('%')
+        a2.set_title(f"validation accuracy (best {100*max(r['accuracy'] for r in val):.2f}%)")
+    else: a2.set_axis_off(); a2.text(0.5, 0.5, 'no validation set\n(every digit of train.csv trained on)', ha='center')
     fig.tight_layout()
     if fname: save_figure(fig, fname)
     return fig
@@ -260,8 +262,9 @@ def export_learner(learn, # a trained learner, with `history` and `train_setting
     (export.parent/'last.pth').unlink(missing_ok=True)
     for ck in ('last.pth', 'best.pth'): remove_orphans(export.parent, ck)   # a checkpoint a killed run was writing
     k, last = getattr(learn, 'kept_row', None) or learn.history[-1], learn.history[-1]
-    log(f"kept epoch {k['epoch']} of {last['epoch']}: validation accuracy {100*k['accuracy']:.2f}%"
-        + (f" (the last {100*last['accuracy']:.2f}%)" if k['epoch'] != last['epoch'] else '') + "; "
+    acc = ("no validation set" if k['accuracy'] is None else f"validation accuracy {100*k['accuracy']:.2f}%"
+           + (f" (the last {100*last['accuracy']:.2f}%)" if k['epoch'] != last['epoch'] else ''))
+    log(f"kept epoch {k['epoch']} of {last['epoch']}: {acc}; "
         f"exported {export}; log {plots/'training_log.csv'}, plot {plots/'training.png'}")
     return export
 
@@ -344,7 +347,8 @@ def train(images='images', # the PNG tree written by csv2png
     last = [x for x in rows if x['stage'] == len(plan)]
     learn.kept_row = kept_row([x for x in rows if x['stage'] < len(plan)] + last[r.small_epochs:],
                               len(learn.dls.valid_ds))   # what KeepBest kept
-    learn.train_settings = dict(settings, valid_accuracy=round(learn.kept_row['accuracy'], 5))
+    acc = learn.kept_row['accuracy']
+    learn.train_settings = dict(settings, valid_accuracy=None if acc is None else round(acc, 5))
     learn.history = rows
     if main: export_learner(learn, export, plots, log)
     return learn
