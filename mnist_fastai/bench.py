@@ -338,7 +338,7 @@ class _Until(Callback):
     def __init__(self, t0, test_dl=None, labels=None):
         self.t0, self.test_dl, self.labels, self.paused, self.curve = t0, test_dl, labels, 0., []
     def after_epoch(self):
-        v = self.recorder.values[-1][-1]                 # None: no validation set
+        v = dict(zip(self.recorder.metric_names[1:], self.recorder.values[-1])).get('accuracy')   # none: no valid set
         row = dict(epoch=len(self.curve) + 1, seconds=round(time.time() - self.t0 - self.paused, 1),
                    **({} if v is None else dict(valid=float(v))))
         if self.test_dl is not None:

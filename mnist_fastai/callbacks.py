@@ -59,6 +59,7 @@ class KeepBest(SaveModelCallback):
         self.resume_best, self.first, self.z = best, first, z
     def before_fit(self):
         prev = getattr(self, 'best', None)           # the best of an earlier stage (fine_tune's frozen epoch)
+        if not len(self.dls.valid_ds): self.best, self.last = -math.inf, None; return   # nothing to track
         super().before_fit()                         # fastai starts every fit from scratch here...
         if self.resume_best is not None: self.best, self.resume_best = self.resume_best, None   # resuming mid-stage
         elif prev is not None: self.best = prev      # ...but a later stage must beat what is already saved
@@ -87,8 +88,8 @@ class History(_Resumable):
     def before_epoch(self): self.t0 = time.time()
     def after_epoch(self):
         if self.skipped(): return
-        names = ['train_loss', 'valid_loss'] + [m.name for m in self.learn.metrics]
-        vals = dict(zip(names, self.learn.recorder.values[-1]))
+        vals = self.learn.recorder.values[-1]          # the recorder's columns: no validation ones without a valid set
+        vals = dict(zip(self.learn.recorder.metric_names[1:1 + len(vals)], vals))
         self.rows.append(dict(epoch=len(self.rows) + 1, stage=self.stage, **vals,
                               seconds=round(time.time() - self.t0, 1)))
         if self.fname and not rank_distrib(): self.save(self.fname)

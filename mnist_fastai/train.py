@@ -20,7 +20,7 @@ from .weights import Arch, find_weights
 from .callbacks import KeepBest, kept_row, History, Checkpoint, CPUAutocast, ProgressiveResize
 from .callbacks import WeightAverage, set_rng_state
 from .fastops import SmallMapConv2d, small_map_convs, fused_adam   # SmallMapConv2d: old exports
-import fcntl, os
+import fcntl, os, warnings
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 import torch
@@ -84,6 +84,9 @@ def mnist_learner(dls, # training `DataLoaders` (`digit_dls`), 3 channels for pr
                            metrics=accuracy, opt_func=fused_adam, path='.', model_dir=Path(models).absolute(),
                            loss_func=LabelSmoothingCrossEntropyFlat(eps=label_smoothing) if label_smoothing else None)
     small_map_convs(learn.model)
+    if not len(dls.valid_ds):                        # no validation set: no columns of Nones (or, with fastai's
+        learn.metrics, learn.recorder.valid_metrics = [], False   # headers, misaligned), no warning about the empty
+        warnings.filterwarnings('ignore', message='Your generator is empty', module='fastprogress')   # pass's bar
     if not stem_pool: drop_stem_pool(learn.model, arch)
     cuda = dls.device.type == 'cuda'
     prec = choose_precision(mixed_precision, cuda, torch.cuda.get_device_capability(dls.device) if cuda else (0, 0))
@@ -262,7 +265,7 @@ def export_learner(learn, # a trained learner, with `history` and `train_setting
     (export.parent/'last.pth').unlink(missing_ok=True)
     for ck in ('last.pth', 'best.pth'): remove_orphans(export.parent, ck)   # a checkpoint a killed run was writing
     k, last = getattr(learn, 'kept_row', None) or learn.history[-1], learn.history[-1]
-    acc = ("no validation set" if k['accuracy'] is None else f"validation accuracy {100*k['accuracy']:.2f}%"
+    acc = ("no validation set" if k.get('accuracy') is None else f"validation accuracy {100*k['accuracy']:.2f}%"
            + (f" (the last {100*last['accuracy']:.2f}%)" if k['epoch'] != last['epoch'] else ''))
     log(f"kept epoch {k['epoch']} of {last['epoch']}: {acc}; "
         f"exported {export}; log {plots/'training_log.csv'}, plot {plots/'training.png'}")
@@ -280,6 +283,9 @@ def learner_for(images, # the PNG tree written by csv2png
     "The learner `recipe` asks for on `images/train`, from the weights that can be had (in `.weights`)."
     r = recipe
     check_gpu()
+    if not r.valid_pct and num_distrib() > 1:
+        raise UserError(f"--valid_pct 0 with {num_distrib()} processes: fastai's distributed loader cannot split an "
+                        "empty validation set; hold out a little (--valid_pct 0.01) or train in one process")
     pretrained, wfile = (None, weights) if isinstance(weights, (str, Path)) else (weights, None)
     w, msg = find_weights(r.arch, pretrained, wfile, progress=progress and not rank_distrib())
     log(msg)
@@ -347,7 +353,7 @@ def train(images='images', # the PNG tree written by csv2png
     last = [x for x in rows if x['stage'] == len(plan)]
     learn.kept_row = kept_row([x for x in rows if x['stage'] < len(plan)] + last[r.small_epochs:],
                               len(learn.dls.valid_ds))   # what KeepBest kept
-    acc = learn.kept_row['accuracy']
+    acc = learn.kept_row.get('accuracy')
     learn.train_settings = dict(settings, valid_accuracy=None if acc is None else round(acc, 5))
     learn.history = rows
     if main: export_learner(learn, export, plots, log)
