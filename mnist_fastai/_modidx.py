@@ -131,6 +131,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                         'mnist_fastai.callbacks._train_dl': ('callbacks.html#_train_dl', 'mnist_fastai/callbacks.py'),
                                         'mnist_fastai.callbacks.clearly_better': ( 'callbacks.html#clearly_better',
                                                                                    'mnist_fastai/callbacks.py'),
+                                        'mnist_fastai.callbacks.epoch_values': ('callbacks.html#epoch_values', 'mnist_fastai/callbacks.py'),
                                         'mnist_fastai.callbacks.kept_row': ('callbacks.html#kept_row', 'mnist_fastai/callbacks.py'),
                                         'mnist_fastai.callbacks.noise': ('callbacks.html#noise', 'mnist_fastai/callbacks.py'),
                                         'mnist_fastai.callbacks.rng_state': ('callbacks.html#rng_state', 'mnist_fastai/callbacks.py'),

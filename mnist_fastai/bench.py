@@ -18,7 +18,7 @@ from .dataloaders import mnist_dls, MNIST_STATS
 from .fastdl import fast_dls, fast_test_dl, load_cache, digit_dls
 from .submission import read_labels
 from .recipe import Recipe, RECIPES, pick_recipe, describe
-from .callbacks import rng_state, set_rng_state, WeightAverage
+from .callbacks import rng_state, set_rng_state, WeightAverage, epoch_values
 from .train import mnist_learner, train, gpu_precision, cudnn_mode, cpu_has_bf16
 from .fastops import plain_convs
 from .predict import predict_probs
@@ -338,7 +338,7 @@ class _Until(Callback):
     def __init__(self, t0, test_dl=None, labels=None):
         self.t0, self.test_dl, self.labels, self.paused, self.curve = t0, test_dl, labels, 0., []
     def after_epoch(self):
-        v = dict(zip(self.recorder.metric_names[1:], self.recorder.values[-1])).get('accuracy')   # none: no valid set
+        v = epoch_values(self.recorder).get('accuracy')   # None: no validation set
         row = dict(epoch=len(self.curve) + 1, seconds=round(time.time() - self.t0 - self.paused, 1),
                    **({} if v is None else dict(valid=float(v))))
         if self.test_dl is not None:
