@@ -547,8 +547,8 @@ def split_row(f:DataFolder, # a data folder with held-out answers
     t0 = time.time()
     csv2png(f, dest=work/'images', progress=False, log=lambda *a: None)
     png_s = time.time() - t0
-    name, r = pick_recipe(recipe, f.train_rows)
-    r, labels = r.replace(**(changes or {})), f.labels()
+    name, r = pick_recipe(recipe, f.train_rows, changes)
+    labels = f.labels()
     runs = [timed_run(work/'images', r, labels, seed=42 + i, per_epoch=i == 0) for i in range(r.ensemble)]
     curve, probs = runs[0]['curve'], sum(x['probs'] for x in runs)
     kept = curve[runs[0]['kept_epoch'] - 1]

@@ -23,12 +23,16 @@ def _step(log):
     "`log`, indented under the step's `[k/4]` line."
     return lambda m: log('      ' + m)
 
+def _has_train(data:Path):
+    "Whether the folder `data` holds a train CSV (else the built-in sample is written there)."
+    return data.is_dir() and bool(find_csv(data, 'train'))
+
 def prepare_data(data='data', # folder with the competition CSVs (the built-in sample goes here if it has no train.csv)
                  log=print, # where progress lines go
                 ) -> DataFolder:
     "Make sure `data` has a train and a test CSV (the built-in sample if it has neither); return what it holds."
     data, lines = Path(data), []
-    if not (data.is_dir() and find_csv(data, 'train')):
+    if not _has_train(data):
         if data.is_dir() and find_csv(data, 'test'):
             raise DataError(f"{data}: has test.csv but no train.csv; add train.csv, "
                             "or use an empty folder for the built-in sample")
@@ -97,9 +101,9 @@ def pipeline(data='data', # folder with the competition CSVs (the built-in sampl
             ) -> dict:
     "CSVs → PNGs → trained resnet → checked submission (→ local score). Return the prediction summary."
     t0 = time.time()
+    if not _has_train(Path(data)): pick_recipe(recipe, 0, changes)   # a bad setting: refused before the sample is written
     folder = prepare_data(data, log=log)
-    name, r = pick_recipe(recipe, folder.train_rows)
-    r = r.replace(**(changes or {}))
+    name, r = pick_recipe(recipe, folder.train_rows, changes)
     _step(log)(f"recipe '{name}': {describe(r)}")
     seeds = list(range(seed, seed + r.ensemble))
     log(f"[2/4] csv2png: {folder.path} -> {images}")

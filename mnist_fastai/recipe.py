@@ -69,9 +69,12 @@ FULL_ROWS = 20_000
 # %% ../nbs/02b_recipe.ipynb #9faeab25
 def pick_recipe(recipe:'Recipe|str|None'=None, # a `Recipe`, a name in `RECIPES`, or None: by the size of train.csv
                 train_rows:int=0, # rows of train.csv
+                changes:dict|None=None, # settings that win over the recipe's, e.g. `dict(epochs=3)`
                ) -> tuple:
-    "`(name, Recipe)`: the recipe asked for, or `full` for `FULL_ROWS` training rows or more, else `sample`."
-    if isinstance(recipe, Recipe): return 'custom', recipe
-    name = recipe or ('full' if train_rows >= FULL_ROWS else 'sample')
-    if name not in RECIPES: raise UserError(f"--recipe {name}: not one of {', '.join(RECIPES)}")
-    return name, RECIPES[name]
+    "`(name, Recipe)`: the recipe asked for, or `full` for `FULL_ROWS` training rows or more, else `sample`; `changes` made."
+    if isinstance(recipe, Recipe): name, r = 'custom', recipe
+    else:
+        name = recipe or ('full' if train_rows >= FULL_ROWS else 'sample')
+        if name not in RECIPES: raise UserError(f"--recipe {name}: not one of {', '.join(RECIPES)}")
+        r = RECIPES[name]
+    return name, r.replace(**(changes or {}))

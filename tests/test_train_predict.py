@@ -99,6 +99,13 @@ def test_train_progressive_resizing(project, tmp_path):
     assert_one_line_error(run(*bad, '--epochs', '2', '--small_epochs', '1', cwd=project), '--small_epochs 1: needs a --size above 28')
     assert not (tmp_path/'bad').exists()
 
+def test_pipeline_refuses_a_bad_setting_before_writing(tmp_path):
+    "No train.csv, so the job would write the built-in sample (recipe `sample`, 8 epochs): a setting out of bounds for it is one line, and nothing is written."
+    for flags, msg in ((('--valid_pct', '1.5'), '--valid_pct 1.5: a fraction from 0'),
+                       (('--size', '56', '--small_epochs', '10'), '--small_epochs 10: must be fewer than --epochs 8')):
+        assert_one_line_error(run('-m', 'mnist_fastai.pipeline', *flags, cwd=tmp_path), msg)
+        assert sorted(p.name for p in tmp_path.iterdir()) == [], flags
+
 def test_train_from_weights_file(project, tmp_path):
     """The cached pretrained path: a state dict in torchvision's cache (here a random resnet18) is fine-tuned, and the
     exported learner scores the epoch kept across both stages: the last, unless an earlier one is clearly better."""
