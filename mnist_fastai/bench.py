@@ -10,7 +10,7 @@ __all__ = ['TRAIN_OPTIONS', 'GPU_OPTIONS', 'machine', 'plain_csv2png', 'disk_lim
 
 # %% ../nbs/08_bench.ipynb #ccd08031
 from .cli import call_parse, Param, Flags
-from .core import DataError, atomic_open, save_figure
+from .core import DataError, UserError, atomic_open, save_figure
 from .data import find_csv, make_sample, read_csv
 from .folder import DataFolder, find_data
 from .csv2png import csv2png, png_bytes, png_path
@@ -400,6 +400,8 @@ def time_to_accuracy(images, # the PNG tree, with test images when `labels` are 
                      labels=None, # the test set's answers (`ImageId,Label` file or digits): held-out accuracy too
                     ) -> list:
     "Train one recipe; report when validation (and, with `labels`, held-out) accuracy first reached `target`."
+    if labels is None and not recipe.valid_pct:
+        raise UserError("time to accuracy: no validation set (valid_pct 0) and no test labels: nothing to time")
     run = timed_run(images, recipe, labels)
     labels, total, r = run['labels'], run['seconds'], recipe
     final = None if labels is None else dict(seconds=total, held_out=float((run['probs'].argmax(1) == labels).mean()),
